@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(f"pimprune.cli.{module_name}")
         except ModuleNotFoundError as exc:
@@ -56,8 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(command: str, exc: PimpruneError) -> None:
+    """Print a user error once: rank 0 prints errors every rank shares, other ranks their own."""
+    from pimprune.runtime import env_rank
+
+    rank = env_rank()
+    if rank != 0 and getattr(exc, "from_main", False):
+        return
+    prefix = f"[rank {rank}] " if rank != 0 else ""
+    message = " ".join(str(exc).split("\n"))
+    print(f"pimprune {command}: error: {prefix}{message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pimprune`` console script."""
+    """Entry point of the ``pimprune`` console script.
+
+    Returns:
+        0 on success, 2 for a user error (one line on stderr; ``--debug`` or
+        ``PIMPRUNE_DEBUG=1`` raise it with its traceback instead), 130 when
+        interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PIMPRUNE_DEBUG") == "1"
     parser = build_parser()
@@ -67,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except PimpruneError as exc:
         if debug:
             raise
-        print(f"pimprune {args.command}: error: {exc}", file=sys.stderr)
+        _print_error(args.command, exc)
         return exc.exit_code
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(f"pimprune {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -1,0 +1,142 @@
+"""Compression table: each pattern pruned along a ladder of targets, side by side.
+
+For every pattern and target compression this runs ``pimprune prune`` (in
+process) from the same dense checkpoint with the same epochs, then reports per
+pattern the highest compression whose accuracy loss is at most 0.5 and 1 point.
+A control row fine-tunes the dense model for the same extra epochs (target 1:
+nothing pruned), so the loss is not flattered by the extra training.
+
+Finished runs (``result.json`` present) are skipped, so a killed benchmark
+continues where it stopped when started again with the same arguments.
+
+CPU protocol (2 cores, about an hour): see docs/results.md for the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pimprune.checkpoint import save_json, save_text
+from pimprune.pipeline import PruneConfig, RunConfig, run_prune
+from pimprune.runtime import provenance
+from pimprune.training import OptimConfig
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dense", required=True, help="dense model.pt (trained to its plateau)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--patterns", default="subrow,subcolumn,row,filter,crossbar,unstructured")
+    p.add_argument("--targets", default="4,8,16,24,32", help="comma-separated target compressions")
+    p.add_argument("--crossbar", default="32x32")
+    p.add_argument("--method", default="auto")
+    p.add_argument("--prune-epochs", type=int, default=1)
+    p.add_argument("--retrain-epochs", type=int, default=2)
+    p.add_argument("--prune-lr", type=float, default=0.01)
+    p.add_argument("--retrain-lr", type=float, default=0.01)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-control", action="store_true", help="skip the dense control row")
+    p.add_argument("--out", required=True, help="results folder")
+    return p.parse_args(argv)
+
+
+def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
+    folder = out / "runs" / f"{pattern}_{method}_{target:g}x_{args.crossbar}"
+    if (folder / "result.json").exists():
+        return json.loads((folder / "result.json").read_text())
+    resume = (folder / "checkpoint.pt").exists()
+    run = RunConfig(
+        dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
+        limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
+        resume=resume, epochs=0, optim=OptimConfig(),
+    )
+    prune = PruneConfig(
+        pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
+        dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
+        prune_lr=args.prune_lr, retrain_lr=args.retrain_lr,
+    )
+    return run_prune(run, prune)
+
+
+def best_at(rows: list[dict], bound: float) -> dict | None:
+    ok = [r for r in rows if r["accuracy_loss_points"] <= bound]
+    return max(ok, key=lambda r: r["compression"]) if ok else None
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"Dense accuracy {100 * summary['accuracy_dense']:.2f}% ({summary['epochs']['dense']} epochs); "
+        f"each run: {summary['epochs']['prune']} pruning + {summary['epochs']['retrain']} retraining epochs"
+        f" (method {summary['method']}), crossbar {summary['crossbar']}.",
+        "",
+    ]
+    if summary.get("control"):
+        c = summary["control"]
+        lines += [f"Control (dense, same extra epochs, nothing pruned): {100 * c['accuracy_pruned']:.2f}% "
+                  f"({c['accuracy_loss_points']:+.2f} points loss).", ""]
+    lines += [
+        "| pattern | best compression, loss <= 0.5 pt | accuracy | best compression, loss <= 1 pt | accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for pattern, info in summary["patterns"].items():
+        cells = []
+        for key in ("le_0.5", "le_1.0"):
+            r = info[key]
+            if r:
+                cells += [f"{r['compression']:.2f}x ({r['crossbars_pruned']} crossbars)",
+                          f"{100 * r['accuracy_pruned']:.2f}%"]
+            else:
+                cells += ["-", "-"]
+        lines.append(f"| {pattern} | " + " | ".join(cells) + " |")
+    lines += ["", "All runs:", "", "| pattern | method | target | compression | crossbars | accuracy | loss (pt) |",
+              "|---|---|---|---|---|---|---|"]
+    for pattern, info in summary["patterns"].items():
+        for r in info["runs"]:
+            lines.append(
+                f"| {pattern} | {r['method']} | {r['target_compression']:g} | {r['compression']:.2f}x | "
+                f"{r['crossbars_pruned']} | {100 * r['accuracy_pruned']:.2f}% | {r['accuracy_loss_points']:+.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    out = Path(args.out)
+    t0 = time.time()
+    patterns = [p for p in args.patterns.split(",") if p]
+    targets = [float(t) for t in args.targets.split(",") if t]
+    summary: dict = {"command": " ".join(["python"] + sys.argv), "crossbar": args.crossbar,
+                     "method": args.method, "patterns": {}}
+    control = None if args.no_control else _run(args, out, "subrow", 1.0, args.method)
+    summary["control"] = control
+    for pattern in patterns:
+        runs = []
+        for target in targets:
+            res = _run(args, out, pattern, target, args.method)
+            runs.append({k: res[k] for k in ("method", "target_compression", "compression", "crossbars_pruned",
+                                              "crossbars_dense", "accuracy_dense", "accuracy_pruned",
+                                              "accuracy_loss_points", "epochs")})
+            summary["accuracy_dense"] = res["accuracy_dense"]
+            summary["epochs"] = {"dense": res["epochs"]["dense"], "prune": args.prune_epochs,
+                                 "retrain": args.retrain_epochs}
+            print(f"{pattern} {target:g}x -> {res['compression']}x, loss {res['accuracy_loss_points']:+.2f} pt",
+                  flush=True)
+        summary["patterns"][pattern] = {"runs": runs, "le_0.5": best_at(runs, 0.5), "le_1.0": best_at(runs, 1.0)}
+    summary["wall_time_s"] = round(time.time() - t0, 1)
+    summary["provenance"] = provenance()
+    save_json(summary, out / "compression_table.json")
+    save_text(markdown(summary), out / "compression_table.md")
+    print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

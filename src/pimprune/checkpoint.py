@@ -1,0 +1,255 @@
+"""Checkpoints and result files, written atomically and loaded safely.
+
+Every file pimprune writes goes through :func:`atomic_write`: the content is
+written to a temporary file in the same folder, flushed to disk and renamed
+over the target, so an interrupted write never leaves a file that looks
+complete. Tensors are loaded with ``torch.load(weights_only=True)`` only: a
+checkpoint holding pickled code is refused.
+
+A saved model is two files in one folder: ``model.pt``, a plain ``state_dict``
+(pruned weights exactly zero, masks baked in), and ``model.json`` beside it,
+which says how to build the model (:class:`pimprune.models.ModelSpec`) and, for
+a pruned model, the pattern and crossbar it was pruned for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pimprune.errors import CheckpointError, OutputError
+
+MODEL_FILE = "model.pt"
+MODEL_META = "model.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) or raise :class:`OutputError` in one line."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {p}: {exc.strerror}; choose a writable --out") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {p} is not writable; choose a writable --out")
+    return p
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Prefix and suffix of the temporary files :func:`atomic_write` renames into place.
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write a file atomically: temp file in the same folder, fsync, rename.
+
+    A process killed at any moment leaves either the old file (or none) or the
+    complete new one under ``path``, never a partial file; at worst a hidden
+    ``.NAME.*.tmp`` stays behind (:func:`remove_stale_temps` clears those).
+
+    Args:
+        path: Target file.
+        write: Callback that writes the content to the open binary file.
+
+    Raises:
+        OutputError: if the folder cannot be created or the file cannot be written
+            (read-only file system, disk full, a file where a folder should be).
+    """
+    target = Path(path)
+    folder = ensure_dir(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=folder)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in {folder}: {exc.strerror}; choose a writable --out"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, InterruptedError)):
+            raise OutputError(
+                f"cannot write {target}: {exc.strerror or exc}; free space or choose a writable --out"
+            ) from None
+        raise
+    _fsync_dir(folder)
+    return target
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    Only call it when no other process writes in ``folder``.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    p = Path(folder)
+    if not p.is_dir():
+        return removed
+    for tmp in p.glob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def save_tensors(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (the object must load with ``weights_only=True``)."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically (indented, trailing newline)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_tensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a tensor file with ``weights_only=True``; one-line errors for every failure."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder; pass the checkpoint file (e.g. {p / MODEL_FILE})")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {p} is empty; it was not written completely, re-create it")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint {p} holds pickled code or objects that are not tensors and was "
+                "refused (weights_only=True); save a plain state_dict instead"
+            ) from None
+        raise CheckpointError(f"checkpoint {p} is corrupt ({msg[:120]}); re-create it") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on corrupt input
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or truncated ({first[:120]}); re-create it"
+        ) from None
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file with one-line errors."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{p} does not exist; check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{p} is not valid JSON ({first}); re-create it") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}; check the path") from None
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict with any parametrization (masks) baked into plain weights."""
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return {k: v.detach().clone() for k, v in clone.state_dict().items()}
+
+
+def save_model(model: nn.Module, spec: Any, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Save ``model.pt`` (plain state_dict) and ``model.json`` (spec + meta) in ``folder``."""
+    folder = ensure_dir(folder)
+    state = plain_state_dict(model)
+    info = {"format": "pimprune-model", "spec": spec.to_dict(), **(meta or {})}
+    save_tensors(state, folder / MODEL_FILE)
+    save_json(info, folder / MODEL_META)
+    return folder / MODEL_FILE
+
+
+def read_model_meta(path: str | os.PathLike) -> dict:
+    """Read ``model.json`` beside a ``model.pt`` (or inside a folder)."""
+    p = Path(path)
+    meta_path = p / MODEL_META if p.is_dir() else p.with_name(MODEL_META)
+    if not meta_path.exists():
+        raise CheckpointError(
+            f"no {MODEL_META} beside {p}; pimprune needs it to rebuild the model "
+            "(save with pimprune, or build the model in Python and load the state_dict)"
+        )
+    meta = load_json(meta_path)
+    if not isinstance(meta, dict) or "spec" not in meta:
+        raise CheckpointError(f"{meta_path} has no model spec; re-create the checkpoint with pimprune")
+    return meta
+
+
+def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a saved model from ``model.pt`` + ``model.json``.
+
+    Returns:
+        The model (eval mode) and the metadata of ``model.json``.
+    """
+    from pimprune.models import ModelSpec, create_model, load_state_dict_checked
+
+    p = Path(path)
+    weights = p / MODEL_FILE if p.is_dir() else p
+    meta = read_model_meta(p)
+    spec = ModelSpec.from_dict(meta["spec"])
+    state = load_tensors(weights, map_location)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights} does not hold a state_dict; save one with model.state_dict()")
+    model = create_model(spec)
+    load_state_dict_checked(model, state)
+    model.eval()
+    return model, meta

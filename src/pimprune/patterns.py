@@ -1,0 +1,468 @@
+"""Pruning patterns as projections onto crossbar budgets.
+
+DESIGN.md section 5. A pattern is a *projection*: given a layer's weight
+matrices ``(g, M, N)``, a crossbar geometry ``RxC`` and a budget in crossbars,
+:meth:`Pattern.project` returns the boolean mask that keeps the most weight
+energy (sum of squares) while the layer, compacted with the pattern's counting
+scheme (:mod:`pimprune.counting`), fits the budget.
+
+Every pattern is built on one decomposition, :class:`Units`: the layer is cut
+into *units* that each cost a whole number of crossbars (a partly filled
+crossbar costs as much as a full one, so units are whole chunks). Units form
+*chains*: inside a chain the items (sub-rows, sub-columns, rows, columns,
+weights) are sorted by energy and cut into chunks, so unit ``j`` of a chain can
+only be taken after unit ``j-1`` and the gains never increase along a chain.
+With a constant cost per chain, a greedy that takes units by gain per crossbar
+(:func:`greedy_select`) is then optimal for one layer: it is the exact
+projection. The same units, pooled over layers, drive the network-wide
+("global") allocation of :mod:`pimprune.budgets`.
+
+=================  =======================  ===============  ==========================
+pattern            chain                    unit (chunk)     cost of a unit (crossbars)
+=================  =======================  ===============  ==========================
+``subrow``         one column block         ``R`` sub-rows   1
+``subcolumn``      one row block            ``C`` sub-cols   1
+``row``            one group (matrix)       ``R`` rows       ``ceil(N/C)``
+``filter``         one group (matrix)       ``C`` columns    ``ceil(M/R)``
+``crossbar``       one ``RxC`` tile         the tile         1
+``unstructured``   the whole layer          ``R*C`` weights  1 (of the packing bound)
+=================  =======================  ===============  ==========================
+
+The last chunk of a chain may be partial (a block with fewer rows or columns);
+it still costs a whole crossbar. ``unstructured`` keeps ``budget*R*C`` single
+weights (top-k magnitude); its budget is the packing bound, while its counting
+scheme counts non-zero tiles, which is the point of that baseline
+(:meth:`Pattern.cost` returns the quantity the budget bounds).
+
+``filter`` here prunes one layer alone (whole output columns, rows kept); the
+network-level filter baseline, which also removes the rows that read a removed
+channel in every consumer, is :mod:`pimprune.dependency`.
+
+A combined sub-row + sub-column pattern is not provided: no counting scheme of
+:mod:`pimprune.counting` describes a packing of both directions whose
+physical validity (every crossbar sums *all* its rows into every column) has
+been proven by the functional simulator.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from pimprune.counting import count, packing_bound
+from pimprune.geometry import Crossbar
+from pimprune.registry import Registry
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class Units:
+    """A layer cut into crossbar-sized units, for greedy projection and global allocation.
+
+    Attributes:
+        gains: ``(U,)`` float64, weight energy (sum of squares) each unit keeps;
+            non-increasing along each chain.
+        costs: ``(U,)`` int64, crossbars each unit occupies (constant within a chain).
+        chain: ``(U,)`` int64, chain id of each unit, ``0 .. n_chains-1``.
+        position: ``(U,)`` int64, position of the unit in its chain (``0`` first);
+            unit ``j`` can only be taken together with units ``0 .. j-1``.
+        item_unit: Unit index of every item (sub-row, column, weight, ...), in the
+            pattern's item layout.
+        expand: Turns a boolean item tensor (layout of ``item_unit``) into the
+            ``(g, M, N)`` mask.
+    """
+
+    gains: torch.Tensor
+    costs: torch.Tensor
+    chain: torch.Tensor
+    position: torch.Tensor
+    item_unit: torch.Tensor
+    expand: Callable[[torch.Tensor], torch.Tensor]
+
+    def __len__(self) -> int:
+        return int(self.gains.numel())
+
+    @property
+    def n_chains(self) -> int:
+        """Number of chains."""
+        return int(self.chain.max()) + 1 if len(self) else 0
+
+    def mask(self, selected: torch.Tensor) -> torch.Tensor:
+        """The ``(g, M, N)`` boolean mask that keeps exactly the ``selected`` units.
+
+        Args:
+            selected: ``(U,)`` boolean, which units are kept.
+        """
+        selected = selected.to(torch.bool)
+        if selected.shape != self.gains.shape:
+            raise ValueError(f"selected must have shape {tuple(self.gains.shape)}")
+        return self.expand(selected[self.item_unit])
+
+    def cost_of(self, selected: torch.Tensor) -> int:
+        """Crossbars the ``selected`` units occupy."""
+        return int(self.costs[selected.to(torch.bool)].sum())
+
+
+def greedy_select(
+    gains: torch.Tensor,
+    costs: torch.Tensor,
+    chain: torch.Tensor,
+    position: torch.Tensor,
+    budget: int,
+) -> torch.Tensor:
+    """Take units by gain per crossbar, best first, while they fit ``budget``.
+
+    Units are ordered by ``gains / costs`` (ties: lower chain position first). The
+    longest prefix that fits is taken; then later units are added while the rest
+    of the budget allows, each only if its chain predecessor is taken. Units of
+    zero gain are taken too when the budget allows (a budget at least the dense
+    count keeps everything). With a constant cost per chain and gains that never
+    increase along a chain, the prefix respects the chains; when every unit has
+    the same cost the result is optimal.
+
+    Args:
+        gains: ``(U,)`` gain per unit.
+        costs: ``(U,)`` positive integer cost per unit.
+        chain: ``(U,)`` chain id per unit, ``0 .. n_chains-1``.
+        position: ``(U,)`` position in chain, from ``0``.
+        budget: Crossbars available, ``>= 0``.
+
+    Returns:
+        ``(U,)`` boolean: the units taken.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0 crossbars, got {budget}")
+    n = int(gains.numel())
+    selected = torch.zeros(n, dtype=torch.bool, device=gains.device)
+    if n == 0 or budget == 0:
+        return selected
+    costs = costs.to(torch.int64)
+    if bool((costs <= 0).any()):
+        raise ValueError("every unit must cost at least one crossbar")
+    ratio = gains.to(torch.float64) / costs.to(torch.float64)
+    by_position = torch.argsort(position, stable=True)
+    order = by_position[torch.argsort(-ratio[by_position], stable=True)]
+    cum = torch.cumsum(costs[order], 0)
+    k = int(
+        torch.searchsorted(
+            cum, torch.tensor([budget], dtype=cum.dtype, device=cum.device), right=True
+        )
+    )
+    selected[order[:k]] = True
+    left = budget - (int(cum[k - 1]) if k else 0)
+    rest = order[k:]
+    if rest.numel() == 0:
+        return selected
+    rest = rest[costs[rest] <= left]
+    if rest.numel() == 0:
+        return selected
+    next_pos = torch.bincount(chain[selected], minlength=int(chain.max()) + 1).tolist()
+    min_cost = int(costs[rest].min())
+    for idx, c, ch, pos in zip(
+        rest.tolist(),
+        costs[rest].tolist(),
+        chain[rest].tolist(),
+        position[rest].tolist(),
+        strict=True,
+    ):
+        if c <= left and pos == next_pos[ch]:
+            selected[idx] = True
+            left -= c
+            next_pos[ch] += 1
+            if left < min_cost:
+                break
+    return selected
+
+
+def chunked_units(
+    energy: torch.Tensor,
+    chunk: int,
+    cost: int | torch.Tensor,
+    expand: Callable[[torch.Tensor], torch.Tensor],
+) -> Units:
+    """Units from item energies: per chain, sort items by energy and cut into chunks.
+
+    Args:
+        energy: ``(*chains_shape, L)`` energy of the ``L`` items of each chain; the
+            leading dimensions enumerate the chains (flattened in row-major order).
+        chunk: Items per unit (the last unit of a chain may hold fewer).
+        cost: Crossbars per unit: an int, or a tensor of shape ``chains_shape``.
+        expand: Maps a boolean tensor shaped like ``energy`` to the ``(g, M, N)`` mask.
+
+    Returns:
+        The :class:`Units`; ``item_unit`` has the shape of ``energy``.
+    """
+    shape = energy.shape
+    length = shape[-1]
+    flat = energy.detach().reshape(-1, length)
+    n_chains = flat.shape[0]
+    per_chain = _cdiv(length, chunk) if length else 0
+    dev = flat.device
+    if n_chains == 0 or per_chain == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return Units(
+            torch.zeros(0, dtype=torch.float64, device=dev),
+            empty,
+            empty,
+            empty,
+            torch.zeros(shape, dtype=torch.int64, device=dev),
+            expand,
+        )
+    values, order = torch.sort(flat, dim=1, descending=True)
+    values = values.to(torch.float64)
+    pad = per_chain * chunk - length
+    if pad:
+        values = torch.nn.functional.pad(values, (0, pad))
+    gains = values.reshape(n_chains, per_chain, chunk).sum(2)
+    gains = torch.cummin(gains, dim=1).values  # guard against rounding: never increasing
+    chain_ids = torch.arange(n_chains, dtype=torch.int64, device=dev)
+    unit_of_sorted = (
+        chain_ids[:, None] * per_chain
+        + (torch.arange(length, dtype=torch.int64, device=dev) // chunk)[None, :]
+    )
+    item_unit = torch.empty_like(unit_of_sorted)
+    item_unit.scatter_(1, order, unit_of_sorted)
+    if isinstance(cost, int):
+        costs = torch.full((n_chains, per_chain), cost, dtype=torch.int64, device=dev)
+    else:
+        costs = cost.reshape(n_chains, 1).to(dev, torch.int64).expand(n_chains, per_chain)
+    return Units(
+        gains=gains.reshape(-1),
+        costs=costs.reshape(-1).clone(),
+        chain=chain_ids.repeat_interleave(per_chain),
+        position=torch.arange(per_chain, dtype=torch.int64, device=dev).repeat(n_chains),
+        item_unit=item_unit.reshape(shape),
+        expand=expand,
+    )
+
+
+def _check_matrix(matrix: torch.Tensor) -> torch.Tensor:
+    if matrix.dim() != 3:
+        raise ValueError(f"matrix must have shape (groups, rows, cols), got {tuple(matrix.shape)}")
+    return matrix.detach()
+
+
+def _energy(matrix: torch.Tensor) -> torch.Tensor:
+    m = matrix.detach()
+    if not m.is_floating_point():
+        m = m.to(torch.float32)
+    return m * m
+
+
+def _pad_to(t: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
+    g, m, n = t.shape
+    pm, pn = (-m) % xbar.rows, (-n) % xbar.cols
+    if pm or pn:
+        t = torch.nn.functional.pad(t, (0, pn, 0, pm))
+    return t
+
+
+class Pattern(ABC):
+    """A sparsity pattern: a projection onto a crossbar budget.
+
+    Attributes:
+        name: Registry name.
+        scheme: Counting scheme of :mod:`pimprune.counting` the pruned layer is
+            compacted with.
+    """
+
+    name: ClassVar[str]
+    scheme: ClassVar[str]
+
+    @abstractmethod
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:
+        """Decompose ``(g, M, N)`` matrices into crossbar-sized units."""
+
+    def project(self, matrix: torch.Tensor, xbar: Crossbar, budget: int) -> torch.Tensor:
+        """Mask ``(g, M, N)`` keeping the most energy within ``budget`` crossbars.
+
+        Args:
+            matrix: ``(g, M, N)`` weight matrices (any float dtype).
+            xbar: Crossbar geometry.
+            budget: Crossbars allowed (see :meth:`cost`), ``>= 0``.
+
+        Returns:
+            Boolean mask of the shape of ``matrix``.
+        """
+        if isinstance(budget, bool) or int(budget) != budget or budget < 0:
+            raise ValueError(f"budget must be a non-negative integer of crossbars, got {budget!r}")
+        units = self.units(_check_matrix(matrix), xbar)
+        selected = greedy_select(units.gains, units.costs, units.chain, units.position, int(budget))
+        return units.mask(selected)
+
+    def cost(self, mask: torch.Tensor, xbar: Crossbar) -> int:
+        """Crossbars that the budget bounds for ``mask``: its count under :attr:`scheme`."""
+        return count(mask, xbar, self.scheme)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+#: Pattern name -> pattern class.
+PATTERNS: Registry[type[Pattern]] = Registry("pattern")
+
+
+def get_pattern(name: str) -> Pattern:
+    """A new instance of the pattern registered as ``name``.
+
+    Raises:
+        UnknownNameError: if no pattern has that name.
+    """
+    return PATTERNS.get(name)()
+
+
+@PATTERNS.register("subrow")
+class SubRowPattern(Pattern):
+    """Sub-rows (row segments inside one ``C``-column block), ``R`` per crossbar.
+
+    Items ``(g, n_col_blocks, M)``; chains: one per group and column block.
+    """
+
+    name = "subrow"
+    scheme = "subrow"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        g, m, n = _check_matrix(matrix).shape
+        nb = _cdiv(n, xbar.cols)
+        e = _pad_to(_energy(matrix), xbar)[:, :m]  # pad columns only
+        e = e.reshape(g, m, nb, xbar.cols).sum(3).transpose(1, 2)  # (g, nb, M)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            out = keep.transpose(1, 2).repeat_interleave(xbar.cols, dim=2)
+            return out[:, :, :n].contiguous()
+
+        return chunked_units(e, xbar.rows, 1, expand)
+
+
+@PATTERNS.register("subcolumn")
+class SubColumnPattern(Pattern):
+    """Sub-columns (column segments inside one ``R``-row block), ``C`` per crossbar.
+
+    Items ``(g, n_row_blocks, N)``; chains: one per group and row block.
+    """
+
+    name = "subcolumn"
+    scheme = "subcolumn"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        g, m, n = _check_matrix(matrix).shape
+        nr = _cdiv(m, xbar.rows)
+        e = _pad_to(_energy(matrix), xbar)[:, :, :n]
+        e = e.reshape(g, nr, xbar.rows, n).sum(2)  # (g, nr, N)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            return keep.repeat_interleave(xbar.rows, dim=1)[:, :m].contiguous()
+
+        return chunked_units(e, xbar.cols, 1, expand)
+
+
+@PATTERNS.register("row")
+class RowPattern(Pattern):
+    """Whole matrix rows (shape-wise), ``R`` per crossbar row block, each costing ``ceil(N/C)``.
+
+    Items ``(g, M)``; chains: one per group.
+    """
+
+    name = "row"
+    scheme = "row"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        g, m, n = _check_matrix(matrix).shape
+        e = _energy(matrix).sum(2)  # (g, M)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            return keep[:, :, None].expand(g, m, n).contiguous()
+
+        return chunked_units(e, xbar.rows, _cdiv(n, xbar.cols), expand)
+
+
+@PATTERNS.register("filter")
+class FilterPattern(Pattern):
+    """Whole output columns of one layer, ``C`` per column block, each chunk costing ``ceil(M/R)``.
+
+    Rows are left as they are; the network-level filter baseline that also
+    drops the consumers' rows is :class:`pimprune.dependency.FilterGraph`.
+    Items ``(g, N)``; chains: one per group.
+    """
+
+    name = "filter"
+    scheme = "filter"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        g, m, n = _check_matrix(matrix).shape
+        e = _energy(matrix).sum(1)  # (g, N)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            return keep[:, None, :].expand(g, m, n).contiguous()
+
+        return chunked_units(e, xbar.cols, _cdiv(m, xbar.rows), expand)
+
+
+@PATTERNS.register("crossbar")
+class CrossbarPattern(Pattern):
+    """Whole ``RxC`` tiles of the dense tiling; each tile is its own chain of one unit."""
+
+    name = "crossbar"
+    scheme = "crossbar"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        g, m, n = _check_matrix(matrix).shape
+        p = _pad_to(_energy(matrix), xbar)
+        nr, nc = p.shape[1] // xbar.rows, p.shape[2] // xbar.cols
+        e = p.reshape(g, nr, xbar.rows, nc, xbar.cols).sum((2, 4))[..., None]  # (g, nr, nc, 1)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            out = keep[..., 0].repeat_interleave(xbar.rows, 1).repeat_interleave(xbar.cols, 2)
+            return out[:, :m, :n].contiguous()
+
+        return chunked_units(e, 1, 1, expand)
+
+
+@PATTERNS.register("unstructured")
+class UnstructuredPattern(Pattern):
+    """Single weights, top-k magnitude: a budget of ``b`` keeps ``b*R*C`` weights.
+
+    One chain per layer (all groups together): weights sorted by magnitude, cut
+    into chunks of ``R*C``. The budget bounds the packing bound
+    ``ceil(nnz/(R*C))``; the counting scheme (non-zero tiles) shows how little
+    scattered zeros save.
+    """
+
+    name = "unstructured"
+    scheme = "unstructured"
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        shape = _check_matrix(matrix).shape
+        e = _energy(matrix).reshape(1, -1)
+
+        def expand(keep: torch.Tensor) -> torch.Tensor:
+            return keep.reshape(shape)
+
+        return chunked_units(e, xbar.cells, 1, expand)
+
+    def project(self, matrix: torch.Tensor, xbar: Crossbar, budget: int) -> torch.Tensor:
+        """Keep the ``budget*R*C`` largest-magnitude weights.
+
+        Same result as the greedy over :meth:`units` (its first ``budget`` chunks),
+        computed with ``topk`` instead of a full sort.
+        """
+        if isinstance(budget, bool) or int(budget) != budget or budget < 0:
+            raise ValueError(f"budget must be a non-negative integer of crossbars, got {budget!r}")
+        m = _check_matrix(matrix)
+        flat = _energy(m).reshape(-1)
+        k = min(int(budget) * xbar.cells, flat.numel())
+        keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        if k:
+            keep[torch.topk(flat, k, sorted=False).indices] = True
+        return keep.reshape(m.shape)
+
+    def cost(self, mask: torch.Tensor, xbar: Crossbar) -> int:
+        """The packing bound ``ceil(nnz/(R*C))`` (what an unstructured budget bounds)."""
+        return packing_bound(mask, xbar)

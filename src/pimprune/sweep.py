@@ -1,0 +1,713 @@
+"""Crossbar design-space sweep: prune for every geometry, then cost it on the hardware model.
+
+For each crossbar geometry ``RxC`` of a grid the network is pruned with a
+pattern's projection (DESIGN.md section 5) and mapped on the hardware of
+:mod:`pimprune.hardware`; :mod:`pimprune.cost` gives its energy, area and
+latency per inference. The result names the sweet spot of each metric.
+
+Modes:
+
+``projection`` (default)
+    No retraining: the pattern's projection of the trained (or freshly
+    initialised) weights, with the network-wide ``global`` allocation and the
+    first conv and the classifier kept dense. The budget of each geometry comes
+    from one fixed criterion: the smallest crossbar budget whose projection
+    keeps at least a share ``keep_energy`` of the squared weight norm of all
+    mapped layers (found by bisection over the budget, i.e. over the target
+    compression), or a fixed ``target_compression``.
+``retrained``
+    Each geometry is pruned and retrained by :func:`pimprune.pipeline.run_prune`
+    (slow; for a few geometries).
+
+Both modes plug into :func:`run_sweep` as a :data:`Pruner`, a function from a
+geometry to the pruned model.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pimprune.cost import COMPONENTS, dense_stats, layer_mvms, network_cost
+from pimprune.errors import ConfigError
+from pimprune.geometry import Crossbar
+from pimprune.hardware import HardwareConfig
+from pimprune.matrices import LayerMatrix, extract_layers
+
+__all__ = [
+    "METRICS",
+    "GeometryResult",
+    "Pruned",
+    "Pruner",
+    "ProjectionPruner",
+    "SweepResult",
+    "load_sweep_model",
+    "retrained_pruner",
+    "run_sweep",
+    "sweet_spots",
+    "to_csv",
+    "format_table",
+    "write_outputs",
+]
+
+#: Metrics a sweet spot is named for (all minimised).
+METRICS: tuple[str, ...] = ("energy", "area", "edp")
+_METRIC_FIELD = {"energy": "energy_nj", "area": "area_mm2", "edp": "edp"}
+
+#: Default keep-energy share of the projection mode.
+DEFAULT_KEEP_ENERGY = 0.9
+
+
+@dataclass
+class Pruned:
+    """A network pruned for one geometry.
+
+    Attributes:
+        target_compression: The target compression it was pruned to.
+        kept_energy: Share of the squared weight norm of all mapped layers that is kept
+            (NaN when it has no meaning, e.g. after retraining).
+        masks: Layer name -> ``(g, M, N)`` non-zero mask (None: read from the weights).
+        silenced_outputs: Prunable layer -> outputs left without any weight.
+        built: The pruned network, if already built.
+        build: Builds the pruned network on first use of :attr:`model` (the cost model
+            needs only the masks, so the projection mode never copies the network
+            unless asked).
+    """
+
+    target_compression: float
+    kept_energy: float
+    masks: dict[str, torch.Tensor] | None = None
+    silenced_outputs: dict[str, int] = field(default_factory=dict)
+    built: nn.Module | None = None
+    build: Callable[[], nn.Module] | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The pruned network (pruned weights exactly 0)."""
+        if self.built is None:
+            if self.build is None:
+                raise ValueError("Pruned has neither a model nor a way to build one")
+            self.built = self.build()
+        return self.built
+
+
+#: A function from a geometry to the network pruned for it (the sweep's hook).
+Pruner = Callable[[Crossbar], Pruned]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_sweep_model(
+    source: str,
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    input_size: int | None = None,
+    width: float = 1.0,
+) -> tuple[nn.Module, str, tuple[int, int, int]]:
+    """Resolve a model name or a checkpoint into ``(model, label, input shape (C, H, W))``.
+
+    Args:
+        source: A model name (``pimprune.models.create_model``) or a saved model:
+            ``DIR/model.pt`` with ``model.json`` beside it, or ``DIR``.
+        num_classes: Classes of a named model.
+        in_channels: Input channels of a named model.
+        input_size: Input side in px (default: 224 for a name, the saved spec for a checkpoint).
+        width: Width multiplier of a named model.
+    """
+    path = Path(source)
+    if path.suffix in {".pt", ".pth"} or "/" in source or path.exists():
+        try:
+            from pimprune.checkpoint import load_model
+        except ImportError:
+            raise ConfigError(
+                f"loading checkpoint {source!r} needs pimprune.checkpoint; give a model name instead"
+            ) from None
+        model, meta = load_model(path)
+        spec = meta.get("spec", {})
+        size = int(input_size or spec.get("input_size", 224))
+        channels = int(spec.get("in_channels", in_channels))
+        return model, f"{spec.get('name', path.stem)} ({source})", (channels, size, size)
+    size = int(input_size or 224)
+    try:
+        from pimprune.models import ModelSpec, create_model
+    except ImportError:  # pragma: no cover - pimprune.models ships with the package
+        import torchvision
+
+        model = torchvision.models.get_model(source, weights=None, num_classes=num_classes)
+        return model, source, (in_channels, size, size)
+    spec = ModelSpec(source, num_classes=num_classes, in_channels=in_channels, input_size=size, width=width)
+    return create_model(spec, seed=0), spec.label(), (in_channels, size, size)
+
+
+# --------------------------------------------------------------------------- projection mode
+
+
+def _sq_energy(t: torch.Tensor) -> float:
+    x = t.detach().to(torch.float64)
+    return float((x * x).sum())
+
+
+class ProjectionPruner:
+    """Prunes with the pattern's projection, no retraining (the ``projection`` mode).
+
+    The projection is that of :class:`pimprune.budgets.Projector` with the
+    ``global`` allocation; for the layer-wise patterns the units of every layer
+    (:meth:`pimprune.patterns.Pattern.units`) are computed once per geometry and
+    ranked exactly as the global allocation ranks them (gain normalised by the
+    layer's energy per dense crossbar, :func:`pimprune.patterns.greedy_select`),
+    so the bisection over the budget costs no re-projection. ``filter`` (a
+    network-level pattern) goes through a :class:`~pimprune.budgets.Projector`
+    per step.
+
+    Args:
+        model: The network (its weights are read, never changed).
+        pattern: Pattern name (``pimprune.patterns``).
+        example_input: An input batch for tracing (``(1, C, H, W)``).
+        keep_energy: Keep at least this share of the squared weight norm (0 < F <= 1).
+        target_compression: Or prune every geometry to this compression (>= 1).
+        keep_dense: Layers left dense (``first``, ``last`` or names).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pattern: str,
+        example_input: torch.Tensor,
+        *,
+        keep_energy: float | None = DEFAULT_KEEP_ENERGY,
+        target_compression: float | None = None,
+        keep_dense: Sequence[str] = ("first", "last"),
+    ) -> None:
+        from pimprune.patterns import get_pattern
+
+        if (keep_energy is None) == (target_compression is None):
+            raise ConfigError("give exactly one of keep_energy and target_compression")
+        if keep_energy is not None and not (
+            isinstance(keep_energy, (int, float)) and 0 < keep_energy <= 1
+        ):
+            raise ConfigError(f"--keep-energy must be in (0, 1], got {keep_energy!r}")
+        if target_compression is not None and not (
+            isinstance(target_compression, (int, float))
+            and math.isfinite(target_compression)
+            and target_compression >= 1
+        ):
+            raise ConfigError(f"--target-compression must be a number >= 1, got {target_compression!r}")
+        self.model = model
+        self.pattern = get_pattern(pattern)
+        self.example_input = example_input
+        self.keep_energy = keep_energy
+        self.target_compression = target_compression
+        self.keep_dense = tuple(keep_dense)
+        self.layers = extract_layers(model)
+        self.matrices = {lay.name: lay.matrix() for lay in self.layers}
+        self.energy = {n: _sq_energy(m) for n, m in self.matrices.items()}
+        self.total_energy = sum(self.energy.values())
+        self.nonzero = {n: m != 0 for n, m in self.matrices.items()}
+        self.has_zeros = {n: not bool(nz.all()) for n, nz in self.nonzero.items()}
+
+    # -- shared helpers ------------------------------------------------------------
+
+    def _target(self, xbar: Crossbar, compression: float, allocation: str) -> Any:
+        from pimprune.budgets import PruneTarget
+
+        return PruneTarget(
+            pattern=self.pattern.name,
+            crossbar=xbar,
+            target_compression=compression,
+            allocation=allocation,
+            keep_dense=self.keep_dense,
+        )
+
+    def _share(self, kept: float) -> float:
+        return kept / self.total_energy if self.total_energy > 0 else 1.0
+
+    def _finish(
+        self,
+        compression: float,
+        layer_masks: Mapping[str, torch.Tensor],
+        kept_dense: Sequence[str],
+        kept_energy: float | None = None,
+    ) -> Pruned:
+        """Non-zero masks of the pruned network; the network itself is built on demand."""
+        masks: dict[str, torch.Tensor] = {}
+        kept = 0.0
+        silenced: dict[str, int] = {}
+        for lay in self.layers:
+            mask = layer_masks.get(lay.name)
+            if mask is None:  # kept dense
+                masks[lay.name] = self.nonzero[lay.name]
+                kept += self.energy[lay.name]
+                continue
+            mask = mask.to(torch.bool)
+            if self.has_zeros[lay.name]:
+                masks[lay.name] = mask & self.nonzero[lay.name]
+            else:
+                masks[lay.name] = mask
+            if kept_energy is None:
+                kept += _sq_energy(self.matrices[lay.name] * mask)
+            empty = int((~mask.numpy().any(axis=1)).sum())  # numpy: far faster here
+            if empty and lay.name not in kept_dense:
+                silenced[lay.name] = empty
+        if kept_energy is not None:
+            kept = kept_energy
+
+        def build() -> nn.Module:
+            pruned = copy.deepcopy(self.model)
+            with torch.no_grad():
+                for lay in extract_layers(pruned):
+                    lay.module.weight.masked_fill_(~lay.to_weight(masks[lay.name]), 0)
+            return pruned
+
+        return Pruned(compression, self._share(kept), masks, silenced, build=build)
+
+    # -- layer-wise patterns: exact global ranking -----------------------------------
+
+    def _layerwise(self, xbar: Crossbar) -> Pruned:
+        from pimprune.budgets import Projector
+        from pimprune.patterns import greedy_select
+
+        # ``uniform`` only to read the bookkeeping (kept layers, dense counts): no projection
+        info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
+        names = [lay.name for lay in info.layers]
+        units = {n: self.pattern.units(self.matrices[n], xbar) for n in names}
+        gains, raw, costs, chains, positions = [], [], [], [], []
+        offset = 0
+        for n in names:  # the normalisation of pimprune.budgets' global allocation
+            u = units[n]
+            e = self.energy[n]
+            scale = info.prunable_dense[n] / e if e > 0 else 1.0
+            gains.append(u.gains * scale)
+            raw.append(u.gains)
+            costs.append(u.costs)
+            chains.append(u.chain + offset)
+            positions.append(u.position)
+            offset += u.n_chains
+        cat = [torch.cat(x) if x else torch.zeros(0) for x in (gains, raw, costs, chains, positions)]
+        g_all, raw_all, c_all, ch_all, pos_all = cat
+        kept_dense_energy = sum(self.energy[n] for n in info.kept_dense)
+
+        def select(budget: int) -> torch.Tensor:
+            return greedy_select(g_all, c_all.to(torch.int64), ch_all.to(torch.int64),
+                                 pos_all.to(torch.int64), budget)
+
+        def share(budget: int) -> float:
+            return self._share(kept_dense_energy + float(raw_all[select(budget)].sum()))
+
+        full = int(sum(info.prunable_dense.values()))
+        if self.target_compression is not None:
+            network_budget = int(math.floor(info.dense_total / self.target_compression * (1 + 1e-12)))
+            budget = network_budget - info.kept_total
+            if budget < 0:
+                raise ConfigError(
+                    f"target compression {self.target_compression:g}x is out of reach on {xbar}: "
+                    f"the kept-dense layers alone need {info.kept_total} of "
+                    f"{network_budget} crossbars"
+                )
+        else:
+            budget = _bisect_budget(share, float(self.keep_energy), 0, full)
+        selected = select(budget)
+        layer_masks: dict[str, torch.Tensor] = {}
+        start = 0
+        for n in names:
+            u = units[n]
+            layer_masks[n] = u.mask(selected[start : start + len(u)])
+            start += len(u)
+        compression = info.dense_total / max(1, budget + info.kept_total)
+        kept = kept_dense_energy + float(raw_all[selected].sum())
+        return self._finish(compression, layer_masks, info.kept_dense, kept)
+
+    # -- network-level patterns: Projector per step ----------------------------------
+
+    def _with_projector(self, xbar: Crossbar) -> Pruned:
+        from pimprune.budgets import Projector
+
+        def project(compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
+            proj = Projector(self.model, self._target(xbar, compression, "global"), self.example_input)
+            masks = proj.project_model(self.model)
+            by_layer = {p.rsplit(".", 1)[0]: m for p, m in masks.items()}
+            return proj, {n: next(lay for lay in proj.layers if lay.name == n).matrix(m)
+                          for n, m in by_layer.items()}
+
+        if self.target_compression is not None:
+            compression = float(self.target_compression)
+        else:
+            info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
+            kept_dense_energy = sum(self.energy[n] for n in info.kept_dense)
+            low = info.kept_total  # the fewest crossbars any budget may use
+
+            def share(budget: int) -> float:
+                _, lm = project(info.dense_total / budget)
+                kept = sum(_sq_energy(self.matrices[n] * m) for n, m in lm.items())
+                return self._share(kept_dense_energy + kept)
+
+            budget = _bisect_budget(share, float(self.keep_energy), max(1, low), info.dense_total)
+            compression = info.dense_total / budget
+        proj, lm = project(compression)
+        return self._finish(compression, lm, proj.kept_dense)
+
+    def __call__(self, xbar: Crossbar) -> Pruned:
+        """Prune for one geometry."""
+        if self.pattern.name == "filter":
+            return self._with_projector(xbar)
+        return self._layerwise(xbar)
+
+
+def _bisect_budget(share: Callable[[int], float], target: float, low: int, high: int) -> int:
+    """Smallest budget in ``[low, high]`` whose projection keeps ``>= target`` (``high`` keeps all)."""
+    if share(low) >= target:
+        return low
+    while high - low > 1:
+        mid = (low + high) // 2
+        if share(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+# --------------------------------------------------------------------------- retrained mode
+
+
+def retrained_pruner(
+    model_source: str,
+    pattern: str,
+    out_dir: str | Path,
+    compression_for: Callable[[Crossbar], float],
+    run_options: Mapping[str, Any] | None = None,
+    prune_options: Mapping[str, Any] | None = None,
+) -> Pruner:
+    """The ``retrained`` mode: :func:`pimprune.pipeline.run_prune` for each geometry.
+
+    Args:
+        model_source: Model name, or a dense checkpoint (used as ``PruneConfig.dense``).
+        pattern: Pattern name.
+        out_dir: Each geometry runs in ``out_dir/RxC``.
+        compression_for: Target compression of each geometry (e.g. from the projection
+            criterion).
+        run_options: Extra :class:`pimprune.pipeline.RunConfig` fields (dataset, epochs...).
+        prune_options: Extra :class:`pimprune.pipeline.PruneConfig` fields (epochs, method...).
+
+    Raises:
+        ConfigError: if the training pipeline is not available.
+    """
+    try:
+        from pimprune import pipeline
+        from pimprune.checkpoint import load_model
+    except ImportError:
+        raise ConfigError(
+            "retrained mode needs pimprune.pipeline (the train/prune pipeline); "
+            "run the sweep without --retrain"
+        ) from None
+    is_checkpoint = Path(model_source).exists() or model_source.endswith(".pt")
+    if is_checkpoint:
+        from pimprune.checkpoint import read_model_meta
+
+        spec = read_model_meta(model_source)["spec"]
+        base = {"model": spec["name"], "width": spec.get("width", 1.0)}
+    else:
+        base = {"model": model_source}
+
+    def prune(xbar: Crossbar) -> Pruned:
+        target = float(compression_for(xbar))
+        run = pipeline.RunConfig(
+            **{**base, "out": str(Path(out_dir) / str(xbar)), **dict(run_options or {})}
+        )
+        cfg = pipeline.PruneConfig(
+            **{"pattern": pattern, "crossbar": str(xbar), "target_compression": target,
+               "dense": model_source if is_checkpoint else None, **dict(prune_options or {})}
+        )
+        pipeline.run_prune(run, cfg)
+        model, _meta = load_model(Path(run.out) / "model.pt")
+        # retrained weights differ from the dense ones: a kept share has no meaning
+        return Pruned(target, kept_energy=float("nan"), built=model)
+
+    return prune
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class GeometryResult:
+    """One geometry of a sweep.
+
+    Attributes:
+        crossbar: The geometry.
+        crossbars_dense: Dense count of the unpruned network.
+        crossbars_pruned: Crossbars of the pruned network under the pattern's scheme.
+        target_compression: Compression the pruner aimed at.
+        kept_energy: Share of the squared weight norm kept.
+        energy_nj: Energy per inference of the pruned network (nJ).
+        area_mm2: Area of the pruned network's crossbars and peripherals (mm^2).
+        latency_us: Latency per inference (us).
+        energy_dense_nj: Energy per inference of the unpruned network (nJ).
+        area_dense_mm2: Area of the unpruned network (mm^2).
+        energy_breakdown: Energy by component (nJ).
+        area_breakdown: Area by component (mm^2).
+        silenced_outputs: Outputs left without weights, summed over layers.
+    """
+
+    crossbar: Crossbar
+    crossbars_dense: int
+    crossbars_pruned: int
+    target_compression: float
+    kept_energy: float
+    energy_nj: float
+    area_mm2: float
+    latency_us: float
+    energy_dense_nj: float
+    area_dense_mm2: float
+    energy_breakdown: dict[str, float]
+    area_breakdown: dict[str, float]
+    silenced_outputs: int = 0
+
+    @property
+    def compression(self) -> float:
+        """Dense crossbars / pruned crossbars."""
+        return self.crossbars_dense / self.crossbars_pruned if self.crossbars_pruned else math.inf
+
+    @property
+    def edp(self) -> float:
+        """Energy-delay product (nJ * us)."""
+        return self.energy_nj * self.latency_us
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "crossbar": str(self.crossbar),
+            "rows": self.crossbar.rows,
+            "cols": self.crossbar.cols,
+            "crossbars_dense": self.crossbars_dense,
+            "crossbars_pruned": self.crossbars_pruned,
+            "compression": None if math.isinf(self.compression) else round(self.compression, 4),
+            "target_compression": round(self.target_compression, 4),
+            "kept_energy": None if math.isnan(self.kept_energy) else round(self.kept_energy, 5),
+            "energy_nj": round(self.energy_nj, 3),
+            "area_mm2": round(self.area_mm2, 5),
+            "latency_us": round(self.latency_us, 3),
+            "edp": round(self.edp, 3),
+            "energy_dense_nj": round(self.energy_dense_nj, 3),
+            "area_dense_mm2": round(self.area_dense_mm2, 5),
+            "energy_breakdown": {k: round(v, 3) for k, v in self.energy_breakdown.items()},
+            "area_breakdown": {k: round(v, 6) for k, v in self.area_breakdown.items()},
+            "silenced_outputs": self.silenced_outputs,
+        }
+
+
+def sweet_spots(results: Sequence[GeometryResult]) -> dict[str, str]:
+    """Metric -> geometry minimising it (first one on ties)."""
+    if not results:
+        return {}
+    out = {}
+    for metric in METRICS:
+        attr = _METRIC_FIELD[metric]
+        best = min(range(len(results)), key=lambda i: getattr(results[i], attr))
+        out[metric] = str(results[best].crossbar)
+    return out
+
+
+@dataclass
+class SweepResult:
+    """A whole sweep.
+
+    Attributes:
+        mode: ``"projection"`` or ``"retrained"``.
+        model: Model label.
+        pattern: Pattern name.
+        scheme: Counting / packing scheme.
+        criterion: ``{"keep_energy": F}`` or ``{"target_compression": X}``.
+        hardware: Hardware configuration name.
+        input_shape: ``(C, H, W)`` the MVMs were counted for.
+        results: One entry per geometry, in sweep order.
+    """
+
+    mode: str
+    model: str
+    pattern: str
+    scheme: str
+    criterion: dict[str, float]
+    hardware: str
+    input_shape: tuple[int, ...]
+    results: list[GeometryResult]
+
+    @property
+    def sweet_spot(self) -> dict[str, str]:
+        """Metric -> best geometry."""
+        return sweet_spots(self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the ``--json`` output)."""
+        return {
+            "mode": self.mode,
+            "model": self.model,
+            "pattern": self.pattern,
+            "scheme": self.scheme,
+            "criterion": dict(self.criterion),
+            "hardware": self.hardware,
+            "input_shape": list(self.input_shape),
+            "results": [r.as_dict() for r in self.results],
+            "sweet_spot": self.sweet_spot,
+        }
+
+
+def _dense_cost(layers: list[LayerMatrix], model: nn.Module, xbar: Crossbar, hw: HardwareConfig,
+                input_shape: Sequence[int], mvms: Mapping[str, int]) -> Any:
+    stats = {lay.name: dense_stats(lay.rows, lay.cols, lay.groups, xbar) for lay in layers}
+    return network_cost(model, xbar, "dense", hw, input_shape, mvms=mvms, layers=layers, stats=stats)
+
+
+def run_sweep(
+    model: nn.Module,
+    geometries: Sequence[Crossbar],
+    hw: HardwareConfig,
+    input_shape: Sequence[int],
+    pruner: Pruner,
+    *,
+    pattern: str,
+    criterion: Mapping[str, float],
+    mode: str = "projection",
+    model_label: str = "model",
+    progress: bool = True,
+) -> SweepResult:
+    """Prune ``model`` for every geometry with ``pruner`` and cost each result.
+
+    Args:
+        model: The unpruned network.
+        geometries: Crossbar geometries to sweep.
+        hw: Hardware configuration.
+        input_shape: ``(C, H, W)`` of one input.
+        pruner: Geometry -> pruned network (:class:`ProjectionPruner`, :func:`retrained_pruner`).
+        pattern: Pattern name (its counting scheme maps the pruned network).
+        criterion: What the pruner aimed at, for the report.
+        mode: ``"projection"`` or ``"retrained"``, for the report.
+        model_label: Model description, for the report.
+        progress: Show a progress bar across geometries.
+    """
+    from pimprune.patterns import get_pattern
+
+    scheme = get_pattern(pattern).scheme
+    if not geometries:
+        raise ConfigError("no crossbar geometry to sweep; pass --rows/--cols or --crossbar")
+    layers = extract_layers(model)
+    mvms = layer_mvms(model, input_shape)
+    results = []
+    for xbar in tqdm(list(geometries), desc="sweep", unit="geometry", disable=not progress or None):
+        pruned = pruner(xbar)
+        dense = _dense_cost(layers, model, xbar, hw, input_shape, mvms)
+        if pruned.masks is not None:  # masks by layer name of ``model``
+            cost = network_cost(
+                model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers
+            )
+        else:
+            cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
+        results.append(
+            GeometryResult(
+                crossbar=xbar,
+                crossbars_dense=dense.crossbars,
+                crossbars_pruned=cost.crossbars,
+                target_compression=pruned.target_compression,
+                kept_energy=pruned.kept_energy,
+                energy_nj=cost.energy_nj,
+                area_mm2=cost.area_mm2,
+                latency_us=cost.latency_us,
+                energy_dense_nj=dense.energy_nj,
+                area_dense_mm2=dense.area_mm2,
+                energy_breakdown=cost.energy_breakdown,
+                area_breakdown=cost.area_breakdown,
+                silenced_outputs=sum(pruned.silenced_outputs.values()),
+            )
+        )
+    return SweepResult(
+        mode=mode,
+        model=model_label,
+        pattern=pattern,
+        scheme=scheme,
+        criterion=dict(criterion),
+        hardware=hw.name,
+        input_shape=tuple(int(s) for s in input_shape)[-3:],
+        results=results,
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+_CSV_FIELDS = (
+    "crossbar", "rows", "cols", "cells", "aspect", "crossbars_dense", "crossbars_pruned",
+    "compression", "target_compression", "kept_energy", "energy_nj", "area_mm2", "latency_us",
+    "edp", "energy_dense_nj", "area_dense_mm2", "silenced_outputs",
+)
+
+
+def to_csv(result: SweepResult) -> str:
+    """The sweep as CSV text, one row per geometry (energy components as ``energy_<c>_nj``)."""
+    buf = io.StringIO()
+    fields = [*_CSV_FIELDS, *(f"energy_{c}_nj" for c in COMPONENTS)]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in result.results:
+        d = r.as_dict()
+        row = {k: d.get(k) for k in _CSV_FIELDS}
+        row["cells"] = r.crossbar.cells
+        row["aspect"] = round(r.crossbar.aspect, 6)
+        row.update({f"energy_{c}_nj": d["energy_breakdown"][c] for c in COMPONENTS})
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def format_table(result: SweepResult) -> str:
+    """A readable table of the sweep, the sweet spots marked."""
+    spots = result.sweet_spot
+    head = (
+        f"{'crossbar':>9} {'dense':>7} {'pruned':>7} {'compr':>7} {'kept':>6} "
+        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'EDP nJ*s':>9}  best"
+    )
+    lines = [
+        f"{result.mode} sweep of {result.model}: pattern {result.pattern}, "
+        + ", ".join(f"{k} {v:g}" for k, v in result.criterion.items())
+        + f", hardware {result.hardware}, input {'x'.join(map(str, result.input_shape))}",
+        head,
+        "-" * len(head),
+    ]
+    for r in result.results:
+        marks = [m for m in METRICS if spots.get(m) == str(r.crossbar)]
+        kept = "-" if math.isnan(r.kept_energy) else f"{r.kept_energy:.3f}"
+        lines.append(
+            f"{r.crossbar!s:>9} {r.crossbars_dense:>7} {r.crossbars_pruned:>7} "
+            f"{r.compression:>6.2f}x {kept:>6} {r.energy_nj / 1e3:>10.1f} "
+            f"{r.energy_nj / r.energy_dense_nj:>8.3f} {r.area_mm2:>9.3f} "
+            f"{r.latency_us / 1e3:>7.2f} {r.edp / 1e6:>9.1f}  {','.join(marks)}"
+        )
+    lines.append(
+        "sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items())
+    )
+    return "\n".join(lines)
+
+
+def write_outputs(result: SweepResult, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write ``sweep.json``, ``sweep.csv`` and (with matplotlib) the plots into ``out_dir``.
+
+    Returns:
+        The files written.
+    """
+    from pimprune.checkpoint import save_json, save_text
+
+    out = Path(out_dir)
+    files = [save_json(result.as_dict(), out / "sweep.json"), save_text(to_csv(result), out / "sweep.csv")]
+    if plots:
+        from pimprune.plotting import plot_sweep
+
+        files.extend(plot_sweep(result.as_dict(), out))
+    return files
+

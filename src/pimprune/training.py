@@ -1,0 +1,252 @@
+"""Training and evaluation loops (single process or torchrun DDP).
+
+Small, explicit building blocks: :class:`OptimConfig`, :func:`make_optimizer`,
+:func:`train_epoch` and :func:`evaluate`. The pruning pipeline
+(:mod:`pimprune.pipeline`) strings them together with checkpoints; a user with
+an own loop only needs :class:`pimprune.admm.ADMM` and
+:mod:`pimprune.masking`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pimprune.errors import ConfigError, TrainingError
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and a cosine learning-rate schedule.
+
+    Attributes:
+        lr: Peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay (not applied to BatchNorm and biases).
+        nesterov: Nesterov momentum.
+        label_smoothing: Cross-entropy label smoothing.
+        warmup_epochs: Linear warm-up length in epochs (may be fractional).
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
+            raise ConfigError(f"learning rate must be in (0, 10], got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1):
+            raise ConfigError(f"weight decay must be in [0, 1), got {self.weight_decay}")
+        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= 100_000):
+            raise ConfigError(
+                f"warm-up must be a number of epochs in [0, 100000], got {self.warmup_epochs}"
+            )
+
+
+def make_optimizer(
+    model: nn.Module, cfg: OptimConfig, epochs: int, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD (no decay on 1-D parameters) and a per-step warm-up + cosine schedule."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() <= 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+    )
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without torch.distributed)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if _distributed():
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+    return values
+
+
+def _finite_everywhere(value: torch.Tensor, device: torch.device) -> tuple[bool, float]:
+    """Whether ``value`` is finite on every rank, and this rank's value."""
+    local = float(value)
+    if not _distributed():
+        return math.isfinite(local), local
+    flag = torch.tensor([0.0 if math.isfinite(local) else 1.0], device=device)
+    dist.all_reduce(flag)
+    return float(flag) == 0.0, local
+
+
+#: Steps between the loss checks on GPU (each check synchronises the device).
+GPU_CHECK_EVERY = 20
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    cfg: OptimConfig,
+    device: torch.device,
+    desc: str = "train",
+    extra_loss=None,
+) -> dict[str, float]:
+    """One epoch of SGD; returns mean loss and accuracy over all ranks.
+
+    The loss is checked every step on the CPU and every :data:`GPU_CHECK_EVERY`
+    steps on a GPU; under torchrun the check is collective, so every rank stops
+    at the same step.
+
+    Raises:
+        TrainingError: if the loss becomes NaN or infinite (on any rank).
+    """
+    model.train()
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    bar = tqdm(
+        loader,
+        desc=desc,
+        leave=False,
+        disable=not is_main_process() or _quiet(),
+        dynamic_ncols=True,
+    )
+    for step, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        if extra_loss is not None:
+            loss = loss + extra_loss()
+        if step % GPU_CHECK_EVERY == 0 or device.type == "cpu":
+            ok, lv = _finite_everywhere(loss.detach(), device)
+            if not ok:
+                where = f"loss became {lv}" if not math.isfinite(lv) else "the loss diverged on another rank"
+                raise TrainingError(
+                    f"{desc}: {where} at step {step + 1} of the epoch; lower the learning rate"
+                )
+            bar.set_postfix(loss=f"{lv:.3f}", acc=f"{float(correct) / max(seen, 1):.3f}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+    loss_sum, corr, n = _all_reduce_sum([float(total_loss), float(correct), float(seen)], device)
+    mean_loss = loss_sum / max(n, 1)
+    if not math.isfinite(mean_loss):
+        raise TrainingError(f"{desc}: loss became {mean_loss}; lower the learning rate")
+    return {"loss": mean_loss, "accuracy": corr / max(n, 1)}
+
+
+def real_samples(loader: Any) -> int | None:
+    """How many samples this rank's shard of ``loader`` holds before its padding.
+
+    Sharded loaders (``pimprune.data.TensorLoader``, a ``DataLoader`` with a
+    ``DistributedSampler``) pad the dataset by repeating its first samples so
+    every rank gets ``ceil(N / world_size)``; the repeats are the global
+    positions ``N .. total-1``, dealt round-robin, so on each rank they come
+    last. Returns None when the loader is not sharded (nothing to drop).
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(loader, "padding") and hasattr(loader, "num_samples"):
+        rank, world = int(loader.rank), int(loader.world_size)
+        per_rank = int(loader.num_samples)
+        n = per_rank * world - int(loader.padding)
+    elif sampler is not None and hasattr(sampler, "total_size") and hasattr(sampler, "num_replicas"):
+        if getattr(sampler, "drop_last", False):
+            return None
+        rank, world = int(sampler.rank), int(sampler.num_replicas)
+        per_rank = int(sampler.num_samples)
+        n = len(sampler.dataset)
+    else:
+        return None
+    if world <= 1:
+        return None
+    return max(0, min(per_rank, math.ceil((n - rank) / world)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable, device: torch.device, desc: str = "eval"
+) -> dict[str, float]:
+    """Top-1 accuracy and mean loss over the loader (all ranks together).
+
+    Under torchrun each test sample is counted exactly once: the samples a
+    sharded loader repeats to even out the shards (:func:`real_samples`) are
+    left out.
+    """
+    model.eval()
+    total_loss = 0.0
+    correct = 0
+    seen = 0
+    budget = real_samples(loader)
+    bar = tqdm(
+        loader,
+        desc=desc,
+        leave=False,
+        disable=not is_main_process() or _quiet(),
+        dynamic_ncols=True,
+    )
+    for x, y in bar:
+        if budget is not None:
+            keep = max(0, min(y.shape[0], budget - seen))
+            if keep == 0:
+                continue
+            x, y = x[:keep], y[:keep]
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        total_loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        seen += y.shape[0]
+    loss_sum, corr, n = _all_reduce_sum([total_loss, float(correct), float(seen)], device)
+    return {"loss": loss_sum / max(n, 1), "accuracy": corr / max(n, 1), "samples": int(n)}
+
+
+def _quiet() -> bool:
+    return os.environ.get("PIMPRUNE_QUIET") == "1"
