@@ -56,7 +56,7 @@ def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
     run = RunConfig(
         dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
         limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
-        resume=resume, epochs=0, optim=OptimConfig(),
+        resume=resume, epochs=0, optim=OptimConfig(), eval_each_epoch=False,
     )
     prune = PruneConfig(
         pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,

@@ -167,8 +167,11 @@ def test_fewer_used_rows_or_cols_never_raise_energy(rows, cols, pick, less, i_ro
 
 @settings(deadline=None, max_examples=40)
 @given(
-    g=st.integers(1, 3), m=st.integers(1, 40), n=st.integers(1, 40),
-    r=st.integers(1, 16), c=st.integers(1, 16),
+    g=st.integers(1, 3),
+    m=st.integers(1, 40),
+    n=st.integers(1, 40),
+    r=st.integers(1, 16),
+    c=st.integers(1, 16),
 )
 def test_dense_stats_equal_crossbar_stats_of_a_full_mask(g, m, n, r, c):
     xbar = Crossbar(r, c)

@@ -177,7 +177,9 @@ def test_partial_file_with_base(tmp_path):
 
 
 def test_overrides():
-    hw = with_overrides(HardwareConfig(), {"adc.sampling_rate_gsps": 2, "cell_bits": 4, "index.mux_energy_pj_per_line_cycle": 0})
+    hw = with_overrides(
+        HardwareConfig(), {"adc.sampling_rate_gsps": 2, "cell_bits": 4, "index.mux_energy_pj_per_line_cycle": 0}
+    )
     assert hw.adc.sampling_rate_gsps == 2.0 and isinstance(hw.adc.sampling_rate_gsps, float)
     assert hw.slices == 4
     assert hw.index.mux_energy_pj_per_line_cycle == 0.0
@@ -255,11 +257,13 @@ def test_cli_hardware_text_file_and_overrides(tmp_path, capsys):
 def test_cli_hardware_errors_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("adc: {energy_pj_by_bits: [oops\n")
-    for args in (["hardware", str(bad)], ["hardware", "nope"], ["hardware", "--set", "x"],
-                 ["hardware", "--set", "adc.nothing=1"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "pimprune", *args], capture_output=True, text=True, timeout=60
-        )
+    for args in (
+        ["hardware", str(bad)],
+        ["hardware", "nope"],
+        ["hardware", "--set", "x"],
+        ["hardware", "--set", "adc.nothing=1"],
+    ):
+        proc = subprocess.run([sys.executable, "-m", "pimprune", *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, args
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.startswith("pimprune hardware: error:")

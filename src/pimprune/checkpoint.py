@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pimprune.errors import CheckpointError, OutputError
+from pimprune.errors import CheckpointError, ConfigError, OutputError
 
 MODEL_FILE = "model.pt"
 MODEL_META = "model.json"
@@ -85,9 +85,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
-        raise OutputError(
-            f"cannot write in {folder}: {exc.strerror}; choose a writable --out"
-        ) from None
+        raise OutputError(f"cannot write in {folder}: {exc.strerror}; choose a writable --out") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
@@ -176,9 +174,7 @@ def load_tensors(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on corrupt input
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {p} is corrupt or truncated ({first[:120]}); re-create it"
-        ) from None
+        raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({first[:120]}); re-create it") from None
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -244,12 +240,20 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
 
     p = Path(path)
     weights = p / MODEL_FILE if p.is_dir() else p
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {weights} does not exist; check the path")
     meta = read_model_meta(p)
-    spec = ModelSpec.from_dict(meta["spec"])
+    try:
+        spec = ModelSpec.from_dict(meta["spec"])
+        model = create_model(spec)
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"the {MODEL_META} beside {weights} describes no model pimprune can build ({exc}); "
+            "re-create the checkpoint with pimprune"
+        ) from None
     state = load_tensors(weights, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{weights} does not hold a state_dict; save one with model.state_dict()")
-    model = create_model(spec)
     load_state_dict_checked(model, state)
     model.eval()
     return model, meta

@@ -83,6 +83,7 @@ _PJ_PER_NJ = 1e3
 _UM2_PER_MM2 = 1e6
 _NS_PER_US = 1e3
 
+
 def _as_array(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -194,9 +195,7 @@ def crossbar_cycle_ns(hw: HardwareConfig, xbar: Crossbar, used_rows: Any, used_c
     return np.maximum(hw.read_cycle_ns, adc_ns)
 
 
-def _tile_area_um2(
-    hw: HardwareConfig, rows: int, cols_phys: int, logical_cols: int, arrays: int
-) -> dict[str, float]:
+def _tile_area_um2(hw: HardwareConfig, rows: int, cols_phys: int, logical_cols: int, arrays: int) -> dict[str, float]:
     """Area (um^2) of one built crossbar (or tile of ``arrays`` arrays), by component."""
     bits = hw.adc_resolution(rows)
     adcs = arrays * _adcs_per_array(hw, cols_phys)
@@ -614,8 +613,15 @@ def network_cost(
         i_row, i_col = index_widths(scheme, lay.rows, lay.cols)
         out.layers.append(
             layer_cost(
-                hw, xbar, used_rows, used_cols, n, name=lay.name, kind=lay.kind,
-                index_bits_per_row=i_row, index_bits_per_col=i_col,
+                hw,
+                xbar,
+                used_rows,
+                used_cols,
+                n,
+                name=lay.name,
+                kind=lay.kind,
+                index_bits_per_row=i_row,
+                index_bits_per_col=i_col,
             )
         )
     return out

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from pimprune.geometry import Crossbar
@@ -53,65 +54,153 @@ def dense_count(rows: int, cols: int, groups: int, xbar: Crossbar) -> int:
     return groups * _cdiv(rows, xbar.rows) * _cdiv(cols, xbar.cols)
 
 
-def _pad(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
-    g, m, n = mask.shape
-    pm, pn = (-m) % xbar.rows, (-n) % xbar.cols
-    if pm or pn:
-        mask = torch.nn.functional.pad(mask, (0, pn, 0, pm))
-    return mask
+def _numpy_mask(mask: torch.Tensor) -> np.ndarray:
+    """Boolean numpy array of a mask (non-zero = kept); no copy for a CPU bool tensor.
+
+    The reductions of this module run in numpy: torch's boolean ``any`` over a
+    non-innermost dimension is one to two orders of magnitude slower on CPU.
+    """
+    return mask.detach().bool().cpu().numpy()
+
+
+def _any_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Logical OR over consecutive blocks of ``size`` along ``axis`` (the last block may be short).
+
+    Same as padding ``axis`` to a multiple of ``size`` with ``False`` and reducing
+    each block, without the padded copy.
+    """
+    n = a.shape[axis]
+    if n <= size:
+        return a.any(axis=axis, keepdims=True) if n else np.delete(a, np.s_[:], axis=axis)
+    return np.logical_or.reduceat(a, np.arange(0, n, size), axis=axis)
+
+
+def _sum_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Sum (int64) over consecutive blocks of ``size`` along ``axis`` (the last block may be short)."""
+    n = a.shape[axis]
+    if n <= size:
+        if n:
+            return a.sum(axis=axis, keepdims=True, dtype=np.int64)
+        return np.delete(a, np.s_[:], axis=axis).astype(np.int64)
+    return np.add.reduceat(a, np.arange(0, n, size), axis=axis, dtype=np.int64)
+
+
+def _to_torch(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A numpy result as a tensor on the device of ``like``."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
+
+
+class _MaskReductions:
+    """The reductions of one ``(g, M, N)`` mask that the counters need, each computed once.
+
+    Block reductions are cached by block size, so counting one mask under every
+    scheme, or on several geometries that share a side, reads the mask once per
+    distinct side.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self._tensor = mask
+        self._mask: np.ndarray | None = None
+        self.shape: tuple[int, ...] = tuple(int(s) for s in mask.shape)
+        self._row_blocks: dict[int, np.ndarray] = {}
+        self._col_blocks: dict[int, np.ndarray] = {}
+        self._kept_rows: np.ndarray | None = None
+        self._kept_cols: np.ndarray | None = None
+        self._nnz: int | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask as a numpy boolean array (converted on first use)."""
+        if self._mask is None:
+            self._mask = _numpy_mask(self._tensor)
+        return self._mask
+
+    def nnz(self) -> int:
+        """Non-zeros of the mask."""
+        if self._nnz is None:
+            self._nnz = int(np.count_nonzero(self.mask))
+        return self._nnz
+
+    def kept_rows(self) -> np.ndarray:
+        """``(g,)`` int64: rows holding a non-zero, per group."""
+        if self._kept_rows is None:
+            self._kept_rows = self.mask.any(2).sum(1, dtype=np.int64)
+        return self._kept_rows
+
+    def kept_cols(self) -> np.ndarray:
+        """``(g,)`` int64: columns holding a non-zero, per group."""
+        if self._kept_cols is None:
+            self._kept_cols = self.mask.any(1).sum(1, dtype=np.int64)
+        return self._kept_cols
+
+    def row_blocks(self, rows: int) -> np.ndarray:
+        """``(g, ceil(M/rows), N)`` bool: column ``n`` has a non-zero inside row block ``r``."""
+        if rows not in self._row_blocks:
+            self._row_blocks[rows] = _any_blocks(self.mask, rows, 1)
+        return self._row_blocks[rows]
+
+    def col_blocks(self, cols: int) -> np.ndarray:
+        """``(g, M, ceil(N/cols))`` bool: row ``m`` has a non-zero inside column block ``b``."""
+        if cols not in self._col_blocks:
+            self._col_blocks[cols] = _any_blocks(self.mask, cols, 2)
+        return self._col_blocks[cols]
+
+    def tiles(self, xbar: Crossbar) -> np.ndarray:
+        """``(g, ceil(M/R), ceil(N/C))`` bool: tiles holding a non-zero."""
+        if xbar.cols in self._col_blocks or xbar.rows not in self._row_blocks:
+            return _any_blocks(self.col_blocks(xbar.cols), xbar.rows, 1)
+        return _any_blocks(self.row_blocks(xbar.rows), xbar.cols, 2)
+
+    def subrow_counts(self, xbar: Crossbar) -> np.ndarray:
+        """``(g, ceil(N/C))`` int64: kept sub-rows in each column block."""
+        return self.col_blocks(xbar.cols).sum(1, dtype=np.int64)
+
+    def subcolumn_counts(self, xbar: Crossbar) -> np.ndarray:
+        """``(g, ceil(M/R))`` int64: kept sub-columns in each row block."""
+        return self.row_blocks(xbar.rows).sum(2, dtype=np.int64)
 
 
 def tile_occupancy(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     """``(g, ceil(M/R), ceil(N/C))`` boolean: which dense tiles hold a non-zero."""
-    p = _pad(mask.bool(), xbar)
-    g, m, n = p.shape
-    return p.reshape(g, m // xbar.rows, xbar.rows, n // xbar.cols, xbar.cols).any(4).any(2)
+    return _to_torch(_MaskReductions(mask).tiles(xbar), mask)
 
 
 def subrow_counts(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     """``(g, ceil(N/C))``: kept sub-rows ``k_b`` in each column block."""
-    p = _pad(mask.bool(), xbar)
-    g, m, n = p.shape
-    return p.reshape(g, m, n // xbar.cols, xbar.cols).any(3).sum(1)
+    return _to_torch(_MaskReductions(mask).subrow_counts(xbar), mask)
 
 
 def subcolumn_counts(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     """``(g, ceil(M/R))``: kept sub-columns ``k_r`` in each row block."""
-    p = _pad(mask.bool(), xbar)
-    g, m, n = p.shape
-    return p.reshape(g, m // xbar.rows, xbar.rows, n).any(2).sum(2)
+    return _to_torch(_MaskReductions(mask).subcolumn_counts(xbar), mask)
 
 
-def _count_dense(mask: torch.Tensor, xbar: Crossbar) -> int:
-    g, m, n = mask.shape
+def _count_dense(red: _MaskReductions, xbar: Crossbar) -> int:
+    g, m, n = red.shape
     return dense_count(m, n, g, xbar)
 
 
-def _count_tiles(mask: torch.Tensor, xbar: Crossbar) -> int:
-    return int(tile_occupancy(mask, xbar).sum())
+def _count_tiles(red: _MaskReductions, xbar: Crossbar) -> int:
+    return int(np.count_nonzero(red.tiles(xbar)))
 
 
-def _count_row(mask: torch.Tensor, xbar: Crossbar) -> int:
-    kept_rows = mask.bool().any(2).sum(1)
-    return int((_cdiv(kept_rows, xbar.rows) * _cdiv(mask.shape[2], xbar.cols)).sum())
+def _count_row(red: _MaskReductions, xbar: Crossbar) -> int:
+    return int((_cdiv(red.kept_rows(), xbar.rows) * _cdiv(red.shape[2], xbar.cols)).sum())
 
 
-def _count_filter(mask: torch.Tensor, xbar: Crossbar) -> int:
-    b = mask.bool()
-    kept_rows = b.any(2).sum(1)
-    kept_cols = b.any(1).sum(1)
-    return int((_cdiv(kept_rows, xbar.rows) * _cdiv(kept_cols, xbar.cols)).sum())
+def _count_filter(red: _MaskReductions, xbar: Crossbar) -> int:
+    return int((_cdiv(red.kept_rows(), xbar.rows) * _cdiv(red.kept_cols(), xbar.cols)).sum())
 
 
-def _count_subrow(mask: torch.Tensor, xbar: Crossbar) -> int:
-    return int(_cdiv(subrow_counts(mask, xbar), xbar.rows).sum())
+def _count_subrow(red: _MaskReductions, xbar: Crossbar) -> int:
+    return int(_cdiv(red.subrow_counts(xbar), xbar.rows).sum())
 
 
-def _count_subcolumn(mask: torch.Tensor, xbar: Crossbar) -> int:
-    return int(_cdiv(subcolumn_counts(mask, xbar), xbar.cols).sum())
+def _count_subcolumn(red: _MaskReductions, xbar: Crossbar) -> int:
+    return int(_cdiv(red.subcolumn_counts(xbar), xbar.cols).sum())
 
 
-_COUNTERS: dict[str, Callable[[torch.Tensor, Crossbar], int]] = {
+_COUNTERS: dict[str, Callable[[_MaskReductions, Crossbar], int]] = {
     "dense": _count_dense,
     "unstructured": _count_tiles,
     "crossbar": _count_tiles,
@@ -122,29 +211,39 @@ _COUNTERS: dict[str, Callable[[torch.Tensor, Crossbar], int]] = {
 }
 
 
-def count(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> int:
-    """Crossbars that a layer with non-zero ``mask`` ``(g, M, N)`` occupies under ``scheme``."""
+def _counter(scheme: str) -> Callable[[_MaskReductions, Crossbar], int]:
     try:
-        counter = _COUNTERS[scheme]
+        return _COUNTERS[scheme]
     except KeyError:
         from pimprune.errors import UnknownNameError
 
         raise UnknownNameError(
             f"unknown counting scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}"
         ) from None
+
+
+def _check_mask(mask: torch.Tensor) -> None:
     if mask.dim() != 3:
         raise ValueError(f"mask must have shape (groups, rows, cols), got {tuple(mask.shape)}")
-    return counter(mask, xbar)
+
+
+def count(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> int:
+    """Crossbars that a layer with non-zero ``mask`` ``(g, M, N)`` occupies under ``scheme``."""
+    counter = _counter(scheme)
+    _check_mask(mask)
+    return counter(_MaskReductions(mask), xbar)
 
 
 def count_all(mask: torch.Tensor, xbar: Crossbar) -> dict[str, int]:
-    """Counts under every scheme of :data:`SCHEMES`."""
-    return {s: count(mask, xbar, s) for s in SCHEMES}
+    """Counts under every scheme of :data:`SCHEMES` (the mask's reductions shared between them)."""
+    _check_mask(mask)
+    red = _MaskReductions(mask)
+    return {s: _COUNTERS[s](red, xbar) for s in SCHEMES}
 
 
 def packing_bound(mask: torch.Tensor, xbar: Crossbar) -> int:
     """``ceil(nnz / (R*C))``: the fewest crossbars that could hold the layer's non-zeros."""
-    return int(_cdiv(int(mask.bool().sum()), xbar.cells))
+    return int(_cdiv(_MaskReductions(mask).nnz(), xbar.cells))
 
 
 @dataclass
@@ -211,7 +310,17 @@ def count_layer(
         )
     if mask is None:
         mask = layer.matrix() != 0
-    mask = mask.bool()
+    return _count_layer(layer, xbar, _MaskReductions(mask), schemes)
+
+
+def _count_layer(
+    layer: LayerMatrix, xbar: Crossbar, red: _MaskReductions, schemes: tuple[str, ...]
+) -> LayerCount:
+    """:func:`count_layer` of a mask's (possibly shared) reductions."""
+    counters = {s: _counter(s) for s in schemes}
+    if counters:
+        _check_mask(red._tensor)
+    nnz = red.nnz()
     return LayerCount(
         name=layer.name,
         kind=layer.kind,
@@ -219,10 +328,10 @@ def count_layer(
         cols=layer.cols,
         groups=layer.groups,
         dense=dense_count(layer.rows, layer.cols, layer.groups, xbar),
-        nnz=int(mask.sum()),
-        weights=mask.numel(),
-        bound=packing_bound(mask, xbar),
-        counts={s: count(mask, xbar, s) for s in schemes},
+        nnz=nnz,
+        weights=red._tensor.numel(),
+        bound=int(_cdiv(nnz, xbar.cells)),
+        counts={s: c(red, xbar) for s, c in counters.items()},
     )
 
 
@@ -306,4 +415,16 @@ def count_geometries(
     schemes = tuple(schemes)
     if masks is None and schemes != ("dense",):
         masks = {lay.name: lay.matrix() != 0 for lay in layers}
-    return [count_network(layers, x, masks, schemes) for x in geometries]
+    masks = masks or {}
+    # One set of reductions per layer, shared by every geometry and scheme.
+    reductions = {lay.name: _MaskReductions(masks[lay.name]) for lay in layers if lay.name in masks}
+    if schemes != ("dense",):  # layers without a mask: the non-zeros of their weight
+        for lay in layers:
+            if lay.name not in reductions:
+                reductions[lay.name] = _MaskReductions(lay.matrix() != 0)
+
+    def layer_count(lay: LayerMatrix, xbar: Crossbar) -> LayerCount:
+        red = reductions.get(lay.name)
+        return count_layer(lay, xbar, None, schemes) if red is None else _count_layer(lay, xbar, red, schemes)
+
+    return [NetworkCount(x, [layer_count(lay, x) for lay in layers]) for x in geometries]

@@ -105,9 +105,7 @@ def _table(value: Any, what: str) -> tuple[tuple[int, float], ...]:
         pairs = value.items() if isinstance(value, Mapping) else value
         out = tuple(sorted((int(b), float(v)) for b, v in pairs))
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{what} must map ADC bits to numbers, e.g. {{8: 1.67, 9: 1.97}}; got {value!r}"
-        ) from None
+        raise ConfigError(f"{what} must map ADC bits to numbers, e.g. {{8: 1.67, 9: 1.97}}; got {value!r}") from None
     if len(out) < 2:
         raise ConfigError(f"{what} needs at least two resolutions to scale between, got {value!r}")
     bits = [b for b, _ in out]
@@ -168,12 +166,8 @@ class AdcModel:
     bits: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "energy_pj_by_bits", _table(self.energy_pj_by_bits, "adc.energy_pj_by_bits")
-        )
-        object.__setattr__(
-            self, "area_um2_by_bits", _table(self.area_um2_by_bits, "adc.area_um2_by_bits")
-        )
+        object.__setattr__(self, "energy_pj_by_bits", _table(self.energy_pj_by_bits, "adc.energy_pj_by_bits"))
+        object.__setattr__(self, "area_um2_by_bits", _table(self.area_um2_by_bits, "adc.area_um2_by_bits"))
 
     def energy_pj(self, bits: int) -> float:
         """Energy of one conversion at ``bits`` resolution (pJ); 0 for 0 bits."""
@@ -380,9 +374,7 @@ SIGN_SCHEMES.add(
     "offset",
     SignScheme(1, 1, "weights stored with a bias; one reference column per array removes it"),
 )
-SIGN_SCHEMES.add(
-    "differential", SignScheme(2, 0, "positive and negative weights on two arrays, subtracted")
-)
+SIGN_SCHEMES.add("differential", SignScheme(2, 0, "positive and negative weights on two arrays, subtracted"))
 SIGN_SCHEMES.add("unsigned", SignScheme(1, 0, "no sign handling (unsigned weights)"))
 
 
@@ -442,7 +434,11 @@ class HardwareConfig:
             self,
             "",
             positive=(
-                "cell_bits", "weight_bits", "input_bits", "dac_bits", "columns_per_adc",
+                "cell_bits",
+                "weight_bits",
+                "input_bits",
+                "dac_bits",
+                "columns_per_adc",
                 "read_cycle_ns",
             ),
         )
@@ -536,8 +532,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 def _merge(cls: type, base: Any, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"hardware field {prefix.rstrip('.') or '(top level)'} must be a mapping of "
-            f"fields, got {data!r}"
+            f"hardware field {prefix.rstrip('.') or '(top level)'} must be a mapping of fields, got {data!r}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -546,9 +541,7 @@ def _merge(cls: type, base: Any, data: Mapping[str, Any], prefix: str) -> Any:
         path = f"{prefix}{key}"
         if key not in fields:
             where = f"of {prefix.rstrip('.')}" if prefix else "at the top level"
-            raise ConfigError(
-                f"unknown hardware field {path!r}; known fields {where}: {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"unknown hardware field {path!r}; known fields {where}: {', '.join(sorted(fields))}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             changes[key] = _merge(tp, getattr(base, key), value, f"{path}.")

@@ -35,9 +35,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from pimprune.counting import SCHEMES, count
+from pimprune.counting import SCHEMES, _any_blocks, _numpy_mask, _sum_blocks, _to_torch, count
 from pimprune.geometry import Crossbar
 from pimprune.registry import Registry
 
@@ -408,92 +409,117 @@ def check_physical(packed: PackedMatrix, matrix: torch.Tensor | None = None) -> 
 
 # --------------------------------------------------------------------------- fast stats
 
-#: ``(used_rows (K,), used_cols (K,))``.
-_Stats = tuple[torch.Tensor, torch.Tensor]
+#: ``(used_rows (K,), used_cols (K,))``, int64.
+_Stats = tuple[np.ndarray, np.ndarray]
+
+# The statistics run in numpy on the boolean mask: torch's boolean ``any`` over a
+# non-innermost dimension is one to two orders of magnitude slower on CPU. Compaction
+# never moves data: the kept lines of a chain, cut into chunks, are contiguous runs of
+# the chain's lines (with empty lines in between), so ``reduceat`` over the chunk
+# starts reduces every chunk at once.
 
 
-def _pad(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
-    g, m, n = mask.shape
-    return torch.nn.functional.pad(mask, (0, (-n) % xbar.cols, 0, (-m) % xbar.rows))
+def _chunk_stats(
+    items: np.ndarray, chunk: int, width: int, kept: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compaction of chains of lines, reduced per chunk.
 
+    ``items`` is ``(n_chains, L, W)`` bool: each chain holds ``L`` lines of ``W``
+    positions. Per chain, the non-empty lines keep their order and are cut into
+    chunks of ``chunk`` (the last one may be short). ``W`` is cut into blocks of
+    ``width`` positions.
 
-def _front(mask: torch.Tensor, kept: torch.Tensor, dim: int) -> torch.Tensor:
-    """Move the kept lines of ``mask`` along ``dim`` to the front, keeping their order.
+    Args:
+        items: ``(n_chains, L, W)`` bool.
+        chunk: Lines per chunk.
+        width: Positions per block.
+        kept: ``(n_chains, L)`` bool, ``items.any(2)`` if already known.
 
-    A line runs along the last dimension of ``mask``; ``kept`` has the shape of
-    ``mask`` without that last dimension and says which lines are kept.
+    Returns:
+        ``(lines, positions, chain)``: ``(K, WB)`` int64 non-empty lines of each chunk
+        inside each position block, ``(K, WB)`` int64 positions of each block holding
+        a non-zero among the chunk's lines, and ``(K,)`` the chain of each chunk;
+        chunks come chain by chain, in order.
     """
-    order = torch.argsort((~kept).to(torch.uint8), dim=dim, stable=True)
-    index = order.unsqueeze(-1).expand(mask.shape)
-    return mask.gather(dim, index)
+    n_chains, length, w = items.shape
+    flat = items.reshape(n_chains * length, w)
+    kept = flat.any(1) if kept is None else kept.reshape(-1)
+    rank = np.cumsum(kept.reshape(n_chains, length), axis=1).reshape(-1)  # 1-based where kept
+    starts = np.flatnonzero(kept & ((rank - 1) % chunk == 0))
+    blocks = -(-w // width)
+    if starts.size == 0:
+        empty = np.zeros((0, blocks), dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=np.int64)
+    # Lines between the last chunk of a chain and the first of the next are empty.
+    line_any = kept[:, None] if blocks == 1 else _any_blocks(flat, width, 1)
+    lines = np.add.reduceat(line_any, starts, axis=0, dtype=np.int64)
+    positions = _sum_blocks(np.logical_or.reduceat(flat, starts, axis=0), width, 1)
+    return lines, positions, starts // length
 
 
-def _tile_stats(padded: torch.Tensor, xbar: Crossbar) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(g, MB, NB)`` used rows and used columns of every tile of a padded mask."""
-    g, m, n = padded.shape
-    t = padded.view(g, m // xbar.rows, xbar.rows, n // xbar.cols, xbar.cols)
-    return t.any(4).sum(2), t.any(2).sum(3)
+def _tile_stats(mask: np.ndarray, xbar: Crossbar) -> tuple[np.ndarray, np.ndarray]:
+    """``(g, MB, NB)`` used rows and used columns of every dense tile."""
+    rows = _sum_blocks(_any_blocks(mask, xbar.cols, 2), xbar.rows, 1)
+    cols = _sum_blocks(_any_blocks(mask, xbar.rows, 1), xbar.cols, 2)
+    return rows, cols
 
 
-def _blocks_before(kept: torch.Tensor, size: int, blocks: int) -> torch.Tensor:
-    """``(..., blocks)`` bool: block ``j`` is occupied when ``j < ceil(kept/size)``."""
-    j = torch.arange(blocks, device=kept.device)
-    return j < ((kept + size - 1) // size).unsqueeze(-1)
+def _stats_dense(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    rows, cols = _tile_stats(mask, xbar)
+    return rows.reshape(-1), cols.reshape(-1)
 
 
-def _stats_dense(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    rows, cols = _tile_stats(_pad(mask, xbar), xbar)
-    return rows.flatten(), cols.flatten()
-
-
-def _stats_tiles(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    rows, cols = _tile_stats(_pad(mask, xbar), xbar)
+def _stats_tiles(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    rows, cols = _tile_stats(mask, xbar)
     keep = rows > 0
     return rows[keep], cols[keep]
 
 
-def _stats_row(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    kept = mask.any(2)  # (g, M)
-    compact = _front(mask, kept, 1)
-    rows, cols = _tile_stats(_pad(compact, xbar), xbar)
-    keep = _blocks_before(kept.sum(1), xbar.rows, rows.shape[1]).unsqueeze(2).expand(rows.shape)
+def _stats_row(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    rows, cols, _ = _chunk_stats(mask, xbar.rows, xbar.cols)  # (K, NB): row chunk outer
+    return rows.reshape(-1), cols.reshape(-1)
+
+
+def _stats_filter(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    kept_cols = mask.any(1)  # (g, N)
+    order = np.argsort(~kept_cols, axis=1, kind="stable")  # kept columns first, in order
+    compact = np.take_along_axis(mask, order[:, None, :], axis=2)
+    rows, cols, chain = _chunk_stats(compact, xbar.rows, xbar.cols)
+    col_blocks = -(-kept_cols.sum(1) // xbar.cols)  # (g,)
+    keep = np.arange(rows.shape[1])[None, :] < col_blocks[chain][:, None]
     return rows[keep], cols[keep]
 
 
-def _stats_filter(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    kept_rows, kept_cols = mask.any(2), mask.any(1)  # (g, M), (g, N)
-    compact = _front(_front(mask, kept_rows, 1).transpose(1, 2), kept_cols, 1).transpose(1, 2)
-    rows, cols = _tile_stats(_pad(compact, xbar), xbar)
-    keep = _blocks_before(kept_rows.sum(1), xbar.rows, rows.shape[1]).unsqueeze(2) & (
-        _blocks_before(kept_cols.sum(1), xbar.cols, rows.shape[2]).unsqueeze(1)
-    )
-    return rows[keep], cols[keep]
+def _block_lines(mask: np.ndarray, size: int) -> np.ndarray:
+    """``(g, NB, M, size)``: the rows of ``mask`` cut into column blocks of ``size``, block outer."""
+    g, m, n = mask.shape
+    blocks = -(-n // size)
+    if n == blocks * size:
+        return mask.reshape(g, m, blocks, size).transpose(0, 2, 1, 3)
+    out = np.zeros((g, blocks, m, size), dtype=bool)
+    full = n - n % size
+    out[:, : blocks - 1] = mask[:, :, :full].reshape(g, m, blocks - 1, size).transpose(0, 2, 1, 3)
+    out[:, blocks - 1, :, : n - full] = mask[:, :, full:]
+    return out
 
 
-def _stats_subrow(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    p = _pad(mask, xbar)
-    g, m, n = p.shape
-    blocks = p.view(g, m, n // xbar.cols, xbar.cols)
-    kept = blocks.any(3)  # (g, M', NB): sub-row kept in column block
-    compact = _front(blocks, kept, 1).view(g, m, n)
-    rows, cols = _tile_stats(compact, xbar)  # (g, MB, NB)
-    rows, cols = rows.transpose(1, 2), cols.transpose(1, 2)  # (g, NB, MB): block outer
-    keep = _blocks_before(kept.sum(1), xbar.rows, rows.shape[2])
-    return rows[keep], cols[keep]
+def _stats_subrow(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    lines = _block_lines(mask, xbar.cols)  # (g, NB, M, C): chains = (group, column block)
+    g, nb, m, c = lines.shape
+    kept = _any_blocks(mask, xbar.cols, 2).transpose(0, 2, 1)  # (g, NB, M), cheaper from the mask
+    rows, cols, _ = _chunk_stats(lines.reshape(g * nb, m, c), xbar.rows, c, kept)
+    return rows.reshape(-1), cols.reshape(-1)
 
 
-def _stats_subcolumn(mask: torch.Tensor, xbar: Crossbar) -> _Stats:
-    p = _pad(mask, xbar)
-    g, m, n = p.shape
-    blocks = p.view(g, m // xbar.rows, xbar.rows, n).transpose(2, 3)  # (g, MB, N', R)
-    kept = blocks.any(3)  # (g, MB, N'): sub-column kept in row block
-    compact = _front(blocks, kept, 2).transpose(2, 3).reshape(g, m, n)
-    rows, cols = _tile_stats(compact, xbar)  # (g, MB, NB): row block outer
-    keep = _blocks_before(kept.sum(2), xbar.cols, rows.shape[2])
-    return rows[keep], cols[keep]
+def _stats_subcolumn(mask: np.ndarray, xbar: Crossbar) -> _Stats:
+    lines = _block_lines(mask.transpose(0, 2, 1), xbar.rows)  # (g, MB, N, R): (group, row block)
+    g, mb, n, r = lines.shape
+    kept = _any_blocks(mask, xbar.rows, 1)  # (g, MB, N)
+    cols, rows, _ = _chunk_stats(lines.reshape(g * mb, n, r), xbar.cols, r, kept)
+    return rows.reshape(-1), cols.reshape(-1)
 
 
-_STATS: Registry[Callable[[torch.Tensor, Crossbar], _Stats]] = Registry("packing scheme")
+_STATS: Registry[Callable[[np.ndarray, Crossbar], _Stats]] = Registry("packing scheme")
 _STATS.add("dense", _stats_dense)
 _STATS.add("unstructured", _stats_tiles)
 _STATS.add("crossbar", _stats_tiles)
@@ -527,4 +553,5 @@ def crossbar_stats(
     """
     stats = _STATS.get(scheme)
     _check_matrix(mask, "mask")
-    return stats(mask.bool(), xbar)
+    rows, cols = stats(_numpy_mask(mask), xbar)
+    return _to_torch(rows.astype(np.int64, copy=False), mask), _to_torch(cols.astype(np.int64, copy=False), mask)

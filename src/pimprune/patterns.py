@@ -47,10 +47,11 @@ been proven by the functional simulator.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from pimprune.counting import count, packing_bound
@@ -103,6 +104,8 @@ class Units:
         selected = selected.to(torch.bool)
         if selected.shape != self.gains.shape:
             raise ValueError(f"selected must have shape {tuple(self.gains.shape)}")
+        if selected.device.type == "cpu" and self.item_unit.device.type == "cpu":
+            return self.expand(torch.from_numpy(selected.numpy()[self.item_unit.numpy()]))
         return self.expand(selected[self.item_unit])
 
     def cost_of(self, selected: torch.Tensor) -> int:
@@ -139,50 +142,107 @@ def greedy_select(
     """
     if budget < 0:
         raise ValueError(f"budget must be >= 0 crossbars, got {budget}")
+    if int(gains.numel()) == 0 or budget == 0:
+        return torch.zeros(int(gains.numel()), dtype=torch.bool, device=gains.device)
+    return greedy_plan(gains, costs, chain, position)(budget)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def greedy_plan(
+    gains: torch.Tensor,
+    costs: torch.Tensor,
+    chain: torch.Tensor,
+    position: torch.Tensor,
+) -> Callable[[int], torch.Tensor]:
+    """:func:`greedy_select` for many budgets: the order of the units is computed once.
+
+    Args:
+        gains: ``(U,)`` gain per unit.
+        costs: ``(U,)`` positive integer cost per unit.
+        chain: ``(U,)`` chain id per unit, ``0 .. n_chains-1``.
+        position: ``(U,)`` position in chain, from ``0``.
+
+    Returns:
+        ``select(budget)``, equal to ``greedy_select(gains, costs, chain, position, budget)``.
+
+    Raises:
+        ValueError: if a unit costs less than one crossbar.
+    """
+    device = gains.device
     n = int(gains.numel())
-    selected = torch.zeros(n, dtype=torch.bool, device=gains.device)
-    if n == 0 or budget == 0:
-        return selected
-    costs = costs.to(torch.int64)
-    if bool((costs <= 0).any()):
+    cost = _np(costs).astype(np.int64)
+    if n and bool((cost <= 0).any()):
         raise ValueError("every unit must cost at least one crossbar")
-    ratio = gains.to(torch.float64) / costs.to(torch.float64)
-    by_position = torch.argsort(position, stable=True)
-    order = by_position[torch.argsort(-ratio[by_position], stable=True)]
-    cum = torch.cumsum(costs[order], 0)
-    k = int(
-        torch.searchsorted(
-            cum, torch.tensor([budget], dtype=cum.dtype, device=cum.device), right=True
-        )
-    )
-    selected[order[:k]] = True
-    left = budget - (int(cum[k - 1]) if k else 0)
-    rest = order[k:]
-    if rest.numel() == 0:
-        return selected
-    rest = rest[costs[rest] <= left]
-    if rest.numel() == 0:
-        return selected
-    next_pos = torch.bincount(chain[selected], minlength=int(chain.max()) + 1).tolist()
-    min_cost = int(costs[rest].min())
-    for idx, c, ch, pos in zip(
-        rest.tolist(),
-        costs[rest].tolist(),
-        chain[rest].tolist(),
-        position[rest].tolist(),
-        strict=True,
-    ):
-        if c <= left and pos == next_pos[ch]:
-            selected[idx] = True
-            left -= c
-            next_pos[ch] += 1
-            if left < min_cost:
-                break
-    return selected
+    chain_np = _np(chain)
+    pos_np = _np(position)
+    ratio = _np(gains).astype(np.float64) / cost.astype(np.float64)
+    by_position = np.argsort(pos_np, kind="stable")
+    order = by_position[np.argsort(-ratio[by_position], kind="stable")]
+    cum = np.cumsum(cost[order])
+    n_chains = int(chain_np.max()) + 1 if n else 0
+
+    def select(budget: int) -> torch.Tensor:
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0 crossbars, got {budget}")
+        selected = np.zeros(n, dtype=bool)
+        if n == 0 or budget == 0:
+            return torch.from_numpy(selected).to(device)
+        k = int(np.searchsorted(cum, budget, side="right"))
+        selected[order[:k]] = True
+        left = budget - (int(cum[k - 1]) if k else 0)
+        rest = order[k:]
+        rest = rest[cost[rest] <= left]
+        if rest.size:
+            next_pos = np.bincount(chain_np[selected], minlength=n_chains).tolist()
+            min_cost = int(cost[rest].min())
+            for idx, c, ch, p in zip(
+                rest.tolist(), cost[rest].tolist(), chain_np[rest].tolist(), pos_np[rest].tolist(), strict=True
+            ):
+                if c <= left and p == next_pos[ch]:
+                    selected[idx] = True
+                    left -= c
+                    next_pos[ch] += 1
+                    if left < min_cost:
+                        break
+        return torch.from_numpy(selected).to(device)
+
+    return select
+
+
+@dataclass
+class SortedItems:
+    """Item energies sorted within each chain.
+
+    The part of :func:`chunked_units` that does not depend on the chunk size, so it
+    can be reused across geometries (:class:`UnitsCache`).
+
+    Attributes:
+        shape: Shape of the item energies, ``(*chains_shape, L)``.
+        values: ``(n_chains, L)`` float64, energies sorted in descending order.
+        order: ``(n_chains, L)`` int64, item index of each sorted energy.
+    """
+
+    shape: torch.Size
+    values: torch.Tensor
+    order: torch.Tensor
+
+
+def sort_items(energy: torch.Tensor) -> SortedItems:
+    """Sort item energies ``(*chains_shape, L)`` within each chain, largest first."""
+    shape = energy.shape
+    flat = energy.detach().reshape(-1, shape[-1])
+    if flat.numel() == 0:
+        empty = torch.zeros(flat.shape, dtype=torch.int64, device=flat.device)
+        return SortedItems(shape, empty.to(torch.float64), empty)
+    values, order = torch.sort(flat, dim=1, descending=True)
+    return SortedItems(shape, values.to(torch.float64), order)
 
 
 def chunked_units(
-    energy: torch.Tensor,
+    energy: torch.Tensor | SortedItems,
     chunk: int,
     cost: int | torch.Tensor,
     expand: Callable[[torch.Tensor], torch.Tensor],
@@ -192,6 +252,7 @@ def chunked_units(
     Args:
         energy: ``(*chains_shape, L)`` energy of the ``L`` items of each chain; the
             leading dimensions enumerate the chains (flattened in row-major order).
+            Or the same already sorted by :func:`sort_items`.
         chunk: Items per unit (the last unit of a chain may hold fewer).
         cost: Crossbars per unit: an int, or a tensor of shape ``chains_shape``.
         expand: Maps a boolean tensor shaped like ``energy`` to the ``(g, M, N)`` mask.
@@ -199,12 +260,12 @@ def chunked_units(
     Returns:
         The :class:`Units`; ``item_unit`` has the shape of ``energy``.
     """
-    shape = energy.shape
+    items = energy if isinstance(energy, SortedItems) else sort_items(energy)
+    shape = items.shape
     length = shape[-1]
-    flat = energy.detach().reshape(-1, length)
-    n_chains = flat.shape[0]
+    n_chains = items.values.shape[0]
     per_chain = _cdiv(length, chunk) if length else 0
-    dev = flat.device
+    dev = items.values.device
     if n_chains == 0 or per_chain == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         return Units(
@@ -215,8 +276,7 @@ def chunked_units(
             torch.zeros(shape, dtype=torch.int64, device=dev),
             expand,
         )
-    values, order = torch.sort(flat, dim=1, descending=True)
-    values = values.to(torch.float64)
+    values, order = items.values, items.order
     pad = per_chain * chunk - length
     if pad:
         values = torch.nn.functional.pad(values, (0, pad))
@@ -227,8 +287,13 @@ def chunked_units(
         chain_ids[:, None] * per_chain
         + (torch.arange(length, dtype=torch.int64, device=dev) // chunk)[None, :]
     )
-    item_unit = torch.empty_like(unit_of_sorted)
-    item_unit.scatter_(1, order, unit_of_sorted)
+    if dev.type == "cpu":  # numpy: no thread pool to wait for on a busy machine
+        item_unit_np = np.empty(tuple(unit_of_sorted.shape), dtype=np.int64)
+        np.put_along_axis(item_unit_np, order.numpy(), unit_of_sorted.numpy(), axis=1)
+        item_unit = torch.from_numpy(item_unit_np)
+    else:
+        item_unit = torch.empty_like(unit_of_sorted)
+        item_unit.scatter_(1, order, unit_of_sorted)
     if isinstance(cost, int):
         costs = torch.full((n_chains, per_chain), cost, dtype=torch.int64, device=dev)
     else:
@@ -241,6 +306,17 @@ def chunked_units(
         item_unit=item_unit.reshape(shape),
         expand=expand,
     )
+
+
+def _from_np(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a contiguous, writable CPU tensor (copied only where needed).
+
+    The masks are expanded with numpy on CPU: torch's ``repeat_interleave`` and
+    ``contiguous`` on large boolean tensors wait for its thread pool, which on a
+    busy machine costs more than the work.
+    """
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
 def _check_matrix(matrix: torch.Tensor) -> torch.Tensor:
@@ -262,6 +338,11 @@ def _pad_to(t: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     if pm or pn:
         t = torch.nn.functional.pad(t, (0, pn, 0, pm))
     return t
+
+
+def _padded(shape: tuple[int, int, int], xbar: Crossbar) -> int:
+    """1 if :func:`_pad_to` pads matrices of ``shape`` on ``xbar``, else 0."""
+    return int(bool(shape[1] % xbar.rows or shape[2] % xbar.cols))
 
 
 class Pattern(ABC):
@@ -305,6 +386,81 @@ class Pattern(ABC):
         return f"{type(self).__name__}()"
 
 
+class ChunkedPattern(Pattern):
+    """A pattern whose units are chunks of sorted items (:func:`chunked_units`).
+
+    :meth:`units` is split in three steps so that :class:`UnitsCache` can reuse the
+    item energies, sorted, across geometries that share what they depend on:
+    :meth:`item_energy` (the items of every chain), :meth:`item_key` (the part of the
+    geometry those depend on) and :meth:`chunking` (chunk size, cost, expansion).
+    """
+
+    @abstractmethod
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
+        """``(*chains_shape, L)`` energy of every item, from the squared weights ``(g, M, N)``."""
+
+    @abstractmethod
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:
+        """What :meth:`item_energy` of matrices of ``shape`` depends on in ``xbar``.
+
+        Besides the sides that define the items, whether the energies are padded to
+        whole tiles: that changes the memory layout the sums run on, hence their
+        last-bit rounding, and reused items must equal freshly computed ones exactly.
+        """
+
+    @abstractmethod
+    def chunking(
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``(chunk, cost, expand)`` of :func:`chunked_units` for matrices of ``shape``."""
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
+        matrix = _check_matrix(matrix)
+        return chunked_units(self.item_energy(_energy(matrix), xbar), *self.chunking(matrix.shape, xbar))
+
+
+#: Sorted items a :class:`UnitsCache` keeps, at most this many per weight of a layer
+#: (``unstructured`` items are the weights themselves: sorted again for each geometry).
+_CACHE_ITEMS_PER_WEIGHT = 0.25
+
+
+class UnitsCache:
+    """:meth:`Pattern.units` of fixed layers on many geometries, without redoing the shared work.
+
+    The items of a :class:`ChunkedPattern` depend on part of the geometry only
+    (``subrow``: the columns ``C``; ``subcolumn``: the rows ``R``; ``row``, ``filter``:
+    nothing), so their energies are computed and sorted once per layer and distinct
+    part, from squared weights computed once per layer; only the cut into chunks is
+    redone. The result equals
+    ``pattern.units(matrix, xbar)``. The matrices must not change between calls that
+    use the same layer key. Other patterns are passed through.
+
+    Args:
+        pattern: The pattern.
+    """
+
+    def __init__(self, pattern: Pattern) -> None:
+        self.pattern = pattern
+        self._items: dict[tuple[Hashable, tuple[int, ...]], SortedItems] = {}
+        self._squares: dict[Hashable, torch.Tensor] = {}
+
+    def units(self, key: Hashable, matrix: torch.Tensor, xbar: Crossbar) -> Units:
+        """Units of ``matrix`` (the layer named ``key``) on ``xbar``."""
+        p = self.pattern
+        if not isinstance(p, ChunkedPattern):
+            return p.units(matrix, xbar)
+        matrix = _check_matrix(matrix)
+        cache_key = (key, p.item_key(matrix.shape, xbar))
+        items = self._items.get(cache_key)
+        if items is None:
+            if key not in self._squares:
+                self._squares[key] = _energy(matrix)
+            items = sort_items(p.item_energy(self._squares[key], xbar))
+            if items.values.numel() <= _CACHE_ITEMS_PER_WEIGHT * matrix.numel():
+                self._items[cache_key] = items
+        return chunked_units(items, *p.chunking(matrix.shape, xbar))
+
+
 #: Pattern name -> pattern class.
 PATTERNS: Registry[type[Pattern]] = Registry("pattern")
 
@@ -319,7 +475,7 @@ def get_pattern(name: str) -> Pattern:
 
 
 @PATTERNS.register("subrow")
-class SubRowPattern(Pattern):
+class SubRowPattern(ChunkedPattern):
     """Sub-rows (row segments inside one ``C``-column block), ``R`` per crossbar.
 
     Items ``(g, n_col_blocks, M)``; chains: one per group and column block.
@@ -328,21 +484,31 @@ class SubRowPattern(Pattern):
     name = "subrow"
     scheme = "subrow"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        g, m, n = _check_matrix(matrix).shape
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        g, m, n = energy.shape
         nb = _cdiv(n, xbar.cols)
-        e = _pad_to(_energy(matrix), xbar)[:, :m]  # pad columns only
-        e = e.reshape(g, m, nb, xbar.cols).sum(3).transpose(1, 2)  # (g, nb, M)
+        e = _pad_to(energy, xbar)[:, :m]  # pad columns only
+        return e.reshape(g, m, nb, xbar.cols).sum(3).transpose(1, 2)  # (g, nb, M)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return (xbar.cols, _padded(shape, xbar))
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        n = shape[2]
 
         def expand(keep: torch.Tensor) -> torch.Tensor:
+            if keep.device.type == "cpu":
+                return _from_np(np.repeat(keep.numpy().transpose(0, 2, 1), xbar.cols, axis=2)[:, :, :n])
             out = keep.transpose(1, 2).repeat_interleave(xbar.cols, dim=2)
             return out[:, :, :n].contiguous()
 
-        return chunked_units(e, xbar.rows, 1, expand)
+        return xbar.rows, 1, expand
 
 
 @PATTERNS.register("subcolumn")
-class SubColumnPattern(Pattern):
+class SubColumnPattern(ChunkedPattern):
     """Sub-columns (column segments inside one ``R``-row block), ``C`` per crossbar.
 
     Items ``(g, n_row_blocks, N)``; chains: one per group and row block.
@@ -351,20 +517,30 @@ class SubColumnPattern(Pattern):
     name = "subcolumn"
     scheme = "subcolumn"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        g, m, n = _check_matrix(matrix).shape
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        g, m, n = energy.shape
         nr = _cdiv(m, xbar.rows)
-        e = _pad_to(_energy(matrix), xbar)[:, :, :n]
-        e = e.reshape(g, nr, xbar.rows, n).sum(2)  # (g, nr, N)
+        e = _pad_to(energy, xbar)[:, :, :n]
+        return e.reshape(g, nr, xbar.rows, n).sum(2)  # (g, nr, N)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return (xbar.rows, _padded(shape, xbar))
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        m = shape[1]
 
         def expand(keep: torch.Tensor) -> torch.Tensor:
+            if keep.device.type == "cpu":
+                return _from_np(np.repeat(keep.numpy(), xbar.rows, axis=1)[:, :m])
             return keep.repeat_interleave(xbar.rows, dim=1)[:, :m].contiguous()
 
-        return chunked_units(e, xbar.cols, 1, expand)
+        return xbar.cols, 1, expand
 
 
 @PATTERNS.register("row")
-class RowPattern(Pattern):
+class RowPattern(ChunkedPattern):
     """Whole matrix rows (shape-wise), ``R`` per crossbar row block, each costing ``ceil(N/C)``.
 
     Items ``(g, M)``; chains: one per group.
@@ -373,18 +549,27 @@ class RowPattern(Pattern):
     name = "row"
     scheme = "row"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        g, m, n = _check_matrix(matrix).shape
-        e = _energy(matrix).sum(2)  # (g, M)
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return energy.sum(2)  # (g, M)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return ()
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        g, m, n = shape
 
         def expand(keep: torch.Tensor) -> torch.Tensor:
+            if keep.device.type == "cpu":
+                return _from_np(np.broadcast_to(keep.numpy()[:, :, None], (g, m, n)))
             return keep[:, :, None].expand(g, m, n).contiguous()
 
-        return chunked_units(e, xbar.rows, _cdiv(n, xbar.cols), expand)
+        return xbar.rows, _cdiv(n, xbar.cols), expand
 
 
 @PATTERNS.register("filter")
-class FilterPattern(Pattern):
+class FilterPattern(ChunkedPattern):
     """Whole output columns of one layer, ``C`` per column block, each chunk costing ``ceil(M/R)``.
 
     Rows are left as they are; the network-level filter baseline that also
@@ -395,38 +580,58 @@ class FilterPattern(Pattern):
     name = "filter"
     scheme = "filter"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        g, m, n = _check_matrix(matrix).shape
-        e = _energy(matrix).sum(1)  # (g, N)
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return energy.sum(1)  # (g, N)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return ()
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        g, m, n = shape
 
         def expand(keep: torch.Tensor) -> torch.Tensor:
+            if keep.device.type == "cpu":
+                return _from_np(np.broadcast_to(keep.numpy()[:, None, :], (g, m, n)))
             return keep[:, None, :].expand(g, m, n).contiguous()
 
-        return chunked_units(e, xbar.cols, _cdiv(m, xbar.rows), expand)
+        return xbar.cols, _cdiv(m, xbar.rows), expand
 
 
 @PATTERNS.register("crossbar")
-class CrossbarPattern(Pattern):
+class CrossbarPattern(ChunkedPattern):
     """Whole ``RxC`` tiles of the dense tiling; each tile is its own chain of one unit."""
 
     name = "crossbar"
     scheme = "crossbar"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        g, m, n = _check_matrix(matrix).shape
-        p = _pad_to(_energy(matrix), xbar)
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        g = energy.shape[0]
+        p = _pad_to(energy, xbar)
         nr, nc = p.shape[1] // xbar.rows, p.shape[2] // xbar.cols
-        e = p.reshape(g, nr, xbar.rows, nc, xbar.cols).sum((2, 4))[..., None]  # (g, nr, nc, 1)
+        return p.reshape(g, nr, xbar.rows, nc, xbar.cols).sum((2, 4))[..., None]  # (g, nr, nc, 1)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return (xbar.rows, xbar.cols)
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        m, n = shape[1], shape[2]
 
         def expand(keep: torch.Tensor) -> torch.Tensor:
+            if keep.device.type == "cpu":
+                out_np = np.repeat(np.repeat(keep.numpy()[..., 0], xbar.rows, 1), xbar.cols, 2)
+                return _from_np(out_np[:, :m, :n])
             out = keep[..., 0].repeat_interleave(xbar.rows, 1).repeat_interleave(xbar.cols, 2)
             return out[:, :m, :n].contiguous()
 
-        return chunked_units(e, 1, 1, expand)
+        return 1, 1, expand
 
 
 @PATTERNS.register("unstructured")
-class UnstructuredPattern(Pattern):
+class UnstructuredPattern(ChunkedPattern):
     """Single weights, top-k magnitude: a budget of ``b`` keeps ``b*R*C`` weights.
 
     One chain per layer (all groups together): weights sorted by magnitude, cut
@@ -438,14 +643,19 @@ class UnstructuredPattern(Pattern):
     name = "unstructured"
     scheme = "unstructured"
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        shape = _check_matrix(matrix).shape
-        e = _energy(matrix).reshape(1, -1)
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return energy.reshape(1, -1)
 
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return ()
+
+    def chunking(  # noqa: D102
+        self, shape: tuple[int, int, int], xbar: Crossbar
+    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         def expand(keep: torch.Tensor) -> torch.Tensor:
             return keep.reshape(shape)
 
-        return chunked_units(e, xbar.cells, 1, expand)
+        return xbar.cells, 1, expand
 
     def project(self, matrix: torch.Tensor, xbar: Crossbar, budget: int) -> torch.Tensor:
         """Keep the ``budget*R*C`` largest-magnitude weights.

@@ -26,7 +26,7 @@ from it (a run killed before its first checkpoint starts over) and ends with
 the same result as an uninterrupted run with the same seed: data order and
 augmentation depend only on the seed and the epoch, and the dense weights the
 projector sees are kept in the checkpoint. A checkpoint written with other
-settings is refused.
+settings, or by another number of processes, is refused.
 
 Under torchrun (``torchrun --nproc_per_node N -m pimprune prune ...``) the
 model is wrapped in DDP (NCCL on GPUs, gloo on CPUs), each rank trains on its
@@ -113,6 +113,8 @@ class RunConfig:
         epochs: Dense training epochs (train) / dense baseline epochs (prune, when no
             dense checkpoint is given).
         optim: Optimizer of dense training.
+        eval_each_epoch: Evaluate on the test split after every epoch (else only
+            at the end of each run; saves time in benchmarks and the demo).
     """
 
     model: str = "resnet18"
@@ -130,6 +132,7 @@ class RunConfig:
     resume: bool = False
     epochs: int = 10
     optim: OptimConfig = field(default_factory=OptimConfig)
+    eval_each_epoch: bool = True
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 0, 100_000)
@@ -193,14 +196,10 @@ class PruneConfig:
         PATTERNS.get(self.pattern)
         Crossbar.parse(self.crossbar)
         if self.method not in METHODS:
-            raise ConfigError(
-                f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}"
-            )
+            raise ConfigError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
         t = self.target_compression
         if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 1):
-            raise ConfigError(
-                f"target compression must be a finite number >= 1 (dense / pruned crossbars), got {t}"
-            )
+            raise ConfigError(f"target compression must be a finite number >= 1 (dense / pruned crossbars), got {t}")
         _check_int("prune epochs", self.prune_epochs, 0, 100_000)
         _check_int("retrain epochs", self.retrain_epochs, 0, 100_000)
         _check_int("updates per epoch", self.updates_per_epoch, 1, 100_000)
@@ -250,13 +249,10 @@ def _check_output(out: Path, resume: bool) -> str:
     has_result = (out / RESULT).exists()
     if not resume:
         if has_result:
-            raise OutputError(
-                f"{out} already holds a finished run ({RESULT}); choose another --out"
-            )
+            raise OutputError(f"{out} already holds a finished run ({RESULT}); choose another --out")
         if has_ckpt:
             raise OutputError(
-                f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it "
-                "or choose another --out"
+                f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out"
             )
         return FRESH
     if has_result:
@@ -296,6 +292,7 @@ def _prepare(run: RunConfig, rt: Runtime) -> _Context:
 
     out = Path(run.out)
     status = rt.on_main(lambda: _check_output(out, run.resume))
+    seed_everything(run.seed)
     train_loader, test_loader, info = make_loaders(
         run.dataset,
         batch_size=run.batch_size,
@@ -333,6 +330,7 @@ def _finished(ctx: _Context) -> dict:
     result = ctx.rt.on_main(lambda: load_json(ctx.out / RESULT))
     if ctx.rt.is_main:
         (ctx.out / CHECKPOINT).unlink(missing_ok=True)
+        remove_stale_temps(ctx.out)
         print(f"{ctx.out} holds a finished run; nothing to resume ({RESULT} kept)", flush=True)
     return result
 
@@ -390,11 +388,7 @@ class _Checkpointer:
             self.state = ctx.rt.on_main(self._load)
             self.resumed_from = {"stage": self.state.get("stage"), "epoch": self.state.get("epoch")}
             if ctx.rt.is_main:
-                where = (
-                    f"{self.state['stage']} epoch {self.state['epoch']}"
-                    if "stage" in self.state
-                    else "the start"
-                )
+                where = f"{self.state['stage']} epoch {self.state['epoch']}" if "stage" in self.state else "the start"
                 print(f"resuming {ctx.out} after {where}", flush=True)
         elif ctx.run.resume and ctx.rt.is_main:
             print(f"nothing to resume in {ctx.out} (no {CHECKPOINT}); starting the run", flush=True)
@@ -470,27 +464,27 @@ def _run_stage(
             stats = train_epoch(net, ctx.train_loader, opt, sched, optim, ctx.rt.device, desc=desc)
         except TrainingError as exc:
             kept = (
-                f"the last good checkpoint ({ck.state['stage']} epoch {ck.state['epoch']}) "
-                f"stays in {ck.path}"
+                f"the last good checkpoint ({ck.state['stage']} epoch {ck.state['epoch']}) stays in {ck.path}"
                 if "stage" in ck.state
                 else "no epoch had finished"
             )
-            raise TrainingError(
-                f"{exc} ({_stage_lr_option(stage)}) and run again in a new --out; {kept}"
-            ) from None
+            raise TrainingError(f"{exc} ({_stage_lr_option(stage)}) and run again in a new --out; {kept}") from None
         ctx.rt.sync_module(model)
-        test = evaluate(model, ctx.test_loader, ctx.rt.device, desc=f"{stage} eval")
+        test_acc = None
+        if ctx.run.eval_each_epoch or epoch + 1 == epochs:
+            test_acc = evaluate(model, ctx.test_loader, ctx.rt.device, desc=f"{stage} eval")["accuracy"]
         row = {
             "stage": stage,
             "epoch": epoch + 1,
             "train_loss": round(stats["loss"], 5),
             "train_accuracy": round(stats["accuracy"], 5),
-            "test_accuracy": round(test["accuracy"], 5),
+            "test_accuracy": None if test_acc is None else round(test_acc, 5),
         }
         if ctx.rt.is_main:
+            shown = "-" if test_acc is None else f"{test_acc:.4f}"
             print(
                 f"[{stage}] epoch {epoch + 1}/{epochs}  loss {stats['loss']:.4f}  "
-                f"train acc {stats['accuracy']:.4f}  test acc {test['accuracy']:.4f}",
+                f"train acc {stats['accuracy']:.4f}  test acc {shown}",
                 flush=True,
             )
         extra = state_extra() if state_extra is not None else {}
@@ -558,7 +552,7 @@ def run_train(run: RunConfig) -> dict:
         if ctx.status == FINISHED:
             return _finished(ctx)
         model = _new_model(ctx)
-        ctx.identity = {"kind": "train", "run": _identity(run)}
+        ctx.identity = {"kind": "train", "run": _identity(run), "world_size": rt.world_size}
         rt.on_main(lambda: _open_output(ctx.out))
         ck = _Checkpointer(ctx)
         if ck.state:
@@ -715,6 +709,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             "run": _identity(run),
             "prune": config_dict(prune),
             "method": method,
+            "world_size": rt.world_size,  # the global batch and the data shards depend on it
         }
         if prune.dense:  # the baseline's own settings, not the ignored --model/--width
             ctx.identity["run"].pop("model")
@@ -769,13 +764,9 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             elif method == "gradual" and prune.prune_epochs > 0:
 
                 def make(c: float) -> Projector:
-                    return Projector(
-                        model, dataclasses.replace(target, target_compression=c), example
-                    )
+                    return Projector(model, dataclasses.replace(target, target_compression=c), example)
 
-                grad = _Gradual(
-                    model, make, target.target_compression, prune.prune_epochs * steps, every, rt
-                )
+                grad = _Gradual(model, make, target.target_compression, prune.prune_epochs * steps, every, rt)
                 if stage != "gradual":
                     ones = {
                         n: torch.ones_like(p, dtype=torch.bool)
@@ -846,9 +837,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             "target_compression": prune.target_compression,
             "epochs": {
                 "dense": dense_epochs,
-                method if method != "oneshot" else "prune": (
-                    prune.prune_epochs if method != "oneshot" else 0
-                ),
+                method if method != "oneshot" else "prune": (prune.prune_epochs if method != "oneshot" else 0),
                 "retrain": retrain_epochs,
             },
             "silenced_outputs": projection["silenced_outputs"],

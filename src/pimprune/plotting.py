@@ -83,10 +83,10 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     for r in rows:
         if r["crossbar"] == best:
             cells = int(r["rows"]) * int(r["cols"])
-            ax_e.plot([cells], [r["energy_nj"] / 1e3], "*", color="red", markersize=18,
-                      label=f"sweet spot {best}", zorder=5)
-            ax_e.annotate(best, (cells, r["energy_nj"] / 1e3), textcoords="offset points",
-                          xytext=(6, 8), color="red")
+            ax_e.plot(
+                [cells], [r["energy_nj"] / 1e3], "*", color="red", markersize=18, label=f"sweet spot {best}", zorder=5
+            )
+            ax_e.annotate(best, (cells, r["energy_nj"] / 1e3), textcoords="offset points", xytext=(6, 8), color="red")
     for ax in (ax_e, ax_x):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("crossbar size (cells R*C)")
@@ -114,8 +114,7 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     if best in labels:
         i = labels.index(best)
-        ax.annotate("sweet spot", (i, bottom[i]), textcoords="offset points", xytext=(0, 6),
-                    ha="center", color="red")
+        ax.annotate("sweet spot", (i, bottom[i]), textcoords="offset points", xytext=(0, 6), ha="center", color="red")
     ax.set_ylabel("energy per inference (uJ)")
     ax.set_xlabel("crossbar RxC")
     ax.set_title(f"energy breakdown — {title}")

@@ -129,9 +129,16 @@ class Runtime:
         return out
 
     def close(self) -> None:
-        """Tear down the process group if we created it."""
+        """Tear down the process group if we created it.
+
+        On an error path (an exception is propagating) the group is left to the
+        end of the process: a rank tearing it down while a peer is still in a
+        collective or tearing down its own makes gloo abort the process.
+        """
         if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+            if sys.exc_info()[0] is None:
+                dist.barrier()
+                dist.destroy_process_group()
             self.distributed = False
 
 
@@ -165,8 +172,7 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s)); "
-                "use cuda:0 .. cuda:N-1 or auto"
+                f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s)); use cuda:0 .. cuda:N-1 or auto"
             )
     return dev
 
@@ -262,9 +268,7 @@ def provenance(rt: Runtime | None = None) -> dict:
     import torchvision
 
     dev = rt.device if rt else torch.device("cpu")
-    device_name = (
-        torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
-    )
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     return {
         "pimprune": __version__,
         "torch": torch.__version__,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -175,7 +176,8 @@ class ProjectionPruner:
         model: The network (its weights are read, never changed).
         pattern: Pattern name (``pimprune.patterns``).
         example_input: An input batch for tracing (``(1, C, H, W)``).
-        keep_energy: Keep at least this share of the squared weight norm (0 < F <= 1).
+        keep_energy: Keep at least this share of the squared weight norm (0 < F <= 1;
+            default :data:`DEFAULT_KEEP_ENERGY` when no target compression is given).
         target_compression: Or prune every geometry to this compression (>= 1).
         keep_dense: Layers left dense (``first``, ``last`` or names).
     """
@@ -186,17 +188,17 @@ class ProjectionPruner:
         pattern: str,
         example_input: torch.Tensor,
         *,
-        keep_energy: float | None = DEFAULT_KEEP_ENERGY,
+        keep_energy: float | None = None,
         target_compression: float | None = None,
         keep_dense: Sequence[str] = ("first", "last"),
     ) -> None:
-        from pimprune.patterns import get_pattern
+        from pimprune.patterns import UnitsCache, get_pattern
 
-        if (keep_energy is None) == (target_compression is None):
+        if keep_energy is not None and target_compression is not None:
             raise ConfigError("give exactly one of keep_energy and target_compression")
-        if keep_energy is not None and not (
-            isinstance(keep_energy, (int, float)) and 0 < keep_energy <= 1
-        ):
+        if keep_energy is None and target_compression is None:
+            keep_energy = DEFAULT_KEEP_ENERGY
+        if keep_energy is not None and not (isinstance(keep_energy, (int, float)) and 0 < keep_energy <= 1):
             raise ConfigError(f"--keep-energy must be in (0, 1], got {keep_energy!r}")
         if target_compression is not None and not (
             isinstance(target_compression, (int, float))
@@ -216,6 +218,8 @@ class ProjectionPruner:
         self.total_energy = sum(self.energy.values())
         self.nonzero = {n: m != 0 for n, m in self.matrices.items()}
         self.has_zeros = {n: not bool(nz.all()) for n, nz in self.nonzero.items()}
+        # item energies, sorted, shared by the geometries that agree on what they depend on
+        self._units = UnitsCache(self.pattern)
 
     # -- shared helpers ------------------------------------------------------------
 
@@ -276,12 +280,12 @@ class ProjectionPruner:
 
     def _layerwise(self, xbar: Crossbar) -> Pruned:
         from pimprune.budgets import Projector
-        from pimprune.patterns import greedy_select
+        from pimprune.patterns import greedy_plan
 
         # ``uniform`` only to read the bookkeeping (kept layers, dense counts): no projection
         info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
         names = [lay.name for lay in info.layers]
-        units = {n: self.pattern.units(self.matrices[n], xbar) for n in names}
+        units = {n: self._units.units(n, self.matrices[n], xbar) for n in names}
         gains, raw, costs, chains, positions = [], [], [], [], []
         offset = 0
         for n in names:  # the normalisation of pimprune.budgets' global allocation
@@ -298,9 +302,8 @@ class ProjectionPruner:
         g_all, raw_all, c_all, ch_all, pos_all = cat
         kept_dense_energy = sum(self.energy[n] for n in info.kept_dense)
 
-        def select(budget: int) -> torch.Tensor:
-            return greedy_select(g_all, c_all.to(torch.int64), ch_all.to(torch.int64),
-                                 pos_all.to(torch.int64), budget)
+        # the greedy order of the units is the same for every budget of the bisection
+        select = greedy_plan(g_all, c_all.to(torch.int64), ch_all.to(torch.int64), pos_all.to(torch.int64))
 
         def share(budget: int) -> float:
             return self._share(kept_dense_energy + float(raw_all[select(budget)].sum()))
@@ -333,26 +336,32 @@ class ProjectionPruner:
     def _with_projector(self, xbar: Crossbar) -> Pruned:
         from pimprune.budgets import Projector
 
+        mapped = {lay.name: lay for lay in self.layers}
+
         def project(compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
             proj = Projector(self.model, self._target(xbar, compression, "global"), self.example_input)
-            masks = proj.project_model(self.model)
-            by_layer = {p.rsplit(".", 1)[0]: m for p, m in masks.items()}
-            return proj, {n: next(lay for lay in proj.layers if lay.name == n).matrix(m)
-                          for n, m in by_layer.items()}
+            layer_masks = {}
+            for param, mask in proj.project_model(self.model).items():
+                name, _, attr = param.rpartition(".")
+                if attr == "weight" and name in mapped:  # not batch-norm or bias masks
+                    layer_masks[name] = mapped[name].matrix(mask)
+            return proj, layer_masks
 
         if self.target_compression is not None:
             compression = float(self.target_compression)
         else:
             info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
-            kept_dense_energy = sum(self.energy[n] for n in info.kept_dense)
-            low = info.kept_total  # the fewest crossbars any budget may use
 
             def share(budget: int) -> float:
-                _, lm = project(info.dense_total / budget)
-                kept = sum(_sq_energy(self.matrices[n] * m) for n, m in lm.items())
-                return self._share(kept_dense_energy + kept)
+                try:
+                    _, lm = project(info.dense_total / budget)
+                except ConfigError:  # below what the pattern can reach: infeasible
+                    return -math.inf
+                kept = sum(_sq_energy(self.matrices[n] * lm[n]) if n in lm else self.energy[n] for n in self.matrices)
+                return self._share(kept)
 
-            budget = _bisect_budget(share, float(self.keep_energy), max(1, low), info.dense_total)
+            low = max(1, info.kept_total)  # the fewest crossbars any budget may use
+            budget = _bisect_budget(share, float(self.keep_energy), low, info.dense_total)
             compression = info.dense_total / budget
         proj, lm = project(compression)
         return self._finish(compression, lm, proj.kept_dense)
@@ -403,12 +412,11 @@ def retrained_pruner(
         ConfigError: if the training pipeline is not available.
     """
     try:
-        from pimprune import pipeline
+        pipeline = importlib.import_module("pimprune.pipeline")
         from pimprune.checkpoint import load_model
     except ImportError:
         raise ConfigError(
-            "retrained mode needs pimprune.pipeline (the train/prune pipeline); "
-            "run the sweep without --retrain"
+            "retrained mode needs pimprune.pipeline (the train/prune pipeline); run the sweep without --retrain"
         ) from None
     is_checkpoint = Path(model_source).exists() or model_source.endswith(".pt")
     if is_checkpoint:
@@ -421,12 +429,15 @@ def retrained_pruner(
 
     def prune(xbar: Crossbar) -> Pruned:
         target = float(compression_for(xbar))
-        run = pipeline.RunConfig(
-            **{**base, "out": str(Path(out_dir) / str(xbar)), **dict(run_options or {})}
-        )
+        run = pipeline.RunConfig(**{**base, "out": str(Path(out_dir) / str(xbar)), **dict(run_options or {})})
         cfg = pipeline.PruneConfig(
-            **{"pattern": pattern, "crossbar": str(xbar), "target_compression": target,
-               "dense": model_source if is_checkpoint else None, **dict(prune_options or {})}
+            **{
+                "pattern": pattern,
+                "crossbar": str(xbar),
+                "target_compression": target,
+                "dense": model_source if is_checkpoint else None,
+                **dict(prune_options or {}),
+            }
         )
         pipeline.run_prune(run, cfg)
         model, _meta = load_model(Path(run.out) / "model.pt")
@@ -562,8 +573,14 @@ class SweepResult:
         }
 
 
-def _dense_cost(layers: list[LayerMatrix], model: nn.Module, xbar: Crossbar, hw: HardwareConfig,
-                input_shape: Sequence[int], mvms: Mapping[str, int]) -> Any:
+def _dense_cost(
+    layers: list[LayerMatrix],
+    model: nn.Module,
+    xbar: Crossbar,
+    hw: HardwareConfig,
+    input_shape: Sequence[int],
+    mvms: Mapping[str, int],
+) -> Any:
     stats = {lay.name: dense_stats(lay.rows, lay.cols, lay.groups, xbar) for lay in layers}
     return network_cost(model, xbar, "dense", hw, input_shape, mvms=mvms, layers=layers, stats=stats)
 
@@ -607,9 +624,7 @@ def run_sweep(
         pruned = pruner(xbar)
         dense = _dense_cost(layers, model, xbar, hw, input_shape, mvms)
         if pruned.masks is not None:  # masks by layer name of ``model``
-            cost = network_cost(
-                model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers
-            )
+            cost = network_cost(model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers)
         else:
             cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
         results.append(
@@ -644,9 +659,23 @@ def run_sweep(
 # --------------------------------------------------------------------------- outputs
 
 _CSV_FIELDS = (
-    "crossbar", "rows", "cols", "cells", "aspect", "crossbars_dense", "crossbars_pruned",
-    "compression", "target_compression", "kept_energy", "energy_nj", "area_mm2", "latency_us",
-    "edp", "energy_dense_nj", "area_dense_mm2", "silenced_outputs",
+    "crossbar",
+    "rows",
+    "cols",
+    "cells",
+    "aspect",
+    "crossbars_dense",
+    "crossbars_pruned",
+    "compression",
+    "target_compression",
+    "kept_energy",
+    "energy_nj",
+    "area_mm2",
+    "latency_us",
+    "edp",
+    "energy_dense_nj",
+    "area_dense_mm2",
+    "silenced_outputs",
 )
 
 
@@ -671,7 +700,7 @@ def format_table(result: SweepResult) -> str:
     spots = result.sweet_spot
     head = (
         f"{'crossbar':>9} {'dense':>7} {'pruned':>7} {'compr':>7} {'kept':>6} "
-        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'EDP nJ*s':>9}  best"
+        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'EDP uJ*ms':>10}  best"
     )
     lines = [
         f"{result.mode} sweep of {result.model}: pattern {result.pattern}, "
@@ -687,11 +716,9 @@ def format_table(result: SweepResult) -> str:
             f"{r.crossbar!s:>9} {r.crossbars_dense:>7} {r.crossbars_pruned:>7} "
             f"{r.compression:>6.2f}x {kept:>6} {r.energy_nj / 1e3:>10.1f} "
             f"{r.energy_nj / r.energy_dense_nj:>8.3f} {r.area_mm2:>9.3f} "
-            f"{r.latency_us / 1e3:>7.2f} {r.edp / 1e6:>9.1f}  {','.join(marks)}"
+            f"{r.latency_us / 1e3:>7.2f} {r.edp / 1e6:>10.1f}  {','.join(marks)}".rstrip()
         )
-    lines.append(
-        "sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items())
-    )
+    lines.append("sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items()))
     return "\n".join(lines)
 
 
@@ -710,4 +737,3 @@ def write_outputs(result: SweepResult, out_dir: str | Path, plots: bool = True) 
 
         files.extend(plot_sweep(result.as_dict(), out))
     return files
-

@@ -56,9 +56,7 @@ class OptimConfig:
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= 100_000):
-            raise ConfigError(
-                f"warm-up must be a number of epochs in [0, 100000], got {self.warmup_epochs}"
-            )
+            raise ConfigError(f"warm-up must be a number of epochs in [0, 100000], got {self.warmup_epochs}")
 
 
 def make_optimizer(
@@ -165,9 +163,7 @@ def train_epoch(
             ok, lv = _finite_everywhere(loss.detach(), device)
             if not ok:
                 where = f"loss became {lv}" if not math.isfinite(lv) else "the loss diverged on another rank"
-                raise TrainingError(
-                    f"{desc}: {where} at step {step + 1} of the epoch; lower the learning rate"
-                )
+                raise TrainingError(f"{desc}: {where} at step {step + 1} of the epoch; lower the learning rate")
             bar.set_postfix(loss=f"{lv:.3f}", acc=f"{float(correct) / max(seen, 1):.3f}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,9 +208,7 @@ def real_samples(loader: Any) -> int | None:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: Iterable, device: torch.device, desc: str = "eval"
-) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "eval") -> dict[str, float]:
     """Top-1 accuracy and mean loss over the loader (all ranks together).
 
     Under torchrun each test sample is counted exactly once: the samples a

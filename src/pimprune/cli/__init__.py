@@ -14,7 +14,7 @@ import os
 import sys
 
 from pimprune import __version__
-from pimprune.errors import PimpruneError
+from pimprune.errors import ConfigError, PimpruneError
 
 #: Sub-command name -> module inside ``pimprune.cli``.
 COMMANDS: dict[str, str] = {
@@ -32,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (``pimprune: error: ...``) and exit 2."""
 
     def error(self, message: str) -> None:  # noqa: D102
-        self.exit(2, f"pimprune {self.prog.split(' ', 1)[-1]}: error: {message}; see --help\n")
+        name = self.prog if self.prog.startswith("pimprune") else f"pimprune {self.prog}"
+        self.exit(2, f"{name}: error: {message}; see --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_error(command: str, exc: PimpruneError) -> None:
-    """Print a user error once: rank 0 prints errors every rank shares, other ranks their own."""
+    """Print a user error once under torchrun.
+
+    Rank 0 prints every error; the other ranks stay quiet about errors all ranks
+    share (invalid settings, and errors rank 0 found and handed to them) and
+    print their own ones with a ``[rank N]`` prefix.
+    """
     from pimprune.runtime import env_rank
 
     rank = env_rank()
-    if rank != 0 and getattr(exc, "from_main", False):
+    if rank != 0 and (isinstance(exc, ConfigError) or getattr(exc, "from_main", False)):
         return
     prefix = f"[rank {rank}] " if rank != 0 else ""
     message = " ".join(str(exc).split("\n"))
@@ -79,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PIMPRUNE_DEBUG") == "1"
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    extra = [a for a in extra if a != "--debug"]  # --debug may follow the command
+    if extra:
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except PimpruneError as exc:

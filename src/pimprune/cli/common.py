@@ -50,8 +50,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """--dataset/--data-dir/--batch-size/..."""
-    p.add_argument("--dataset", default="fashion-mnist",
-                   help="fashion-mnist, fashion-mnist-subset, cifar10, imagenet or synthetic")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="fashion-mnist, fashion-mnist-subset, cifar10, imagenet or synthetic"
+    )
     p.add_argument("--data-dir", default=None, help="folder of the dataset files")
     p.add_argument("--batch-size", type=positive_int, default=128, help="batch size per process")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no crop/flip augmentation")

@@ -10,8 +10,11 @@ from pimprune.cli.common import add_data_args
 
 def add_parser(sub) -> None:
     """Register ``evaluate``."""
-    p = sub.add_parser("evaluate", help="test accuracy of a saved model",
-                       description="Evaluate model.pt (with model.json beside it) on a test split.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test accuracy of a saved model",
+        description="Evaluate model.pt (with model.json beside it) on a test split.",
+    )
     p.add_argument("checkpoint", help="model.pt (or its folder)")
     add_data_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

@@ -111,9 +111,7 @@ def format_text(info: dict[str, Any]) -> str:
     ]
     total_p = ima["ima_power_mw"]
     for comp, p in ima["power_mw"].items():
-        lines.append(
-            f"  {comp:<12} {p:>10.4f} {p / total_p:>6.1%} {ima['area_mm2'][comp]:>10.6f}"
-        )
+        lines.append(f"  {comp:<12} {p:>10.4f} {p / total_p:>6.1%} {ima['area_mm2'][comp]:>10.6f}")
     ref = info["isaac_table_i"]
     lines += [
         f"  {'total':<12} {total_p:>10.4f} {1:>6.0%} {ima['ima_area_mm2']:>10.6f}",

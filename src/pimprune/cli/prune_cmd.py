@@ -28,32 +28,69 @@ def add_parser(sub) -> None:
     add_data_args(p)
     add_run_args(p)
     add_optim_args(p, lr=0.1)
-    p.add_argument("--pattern", default="subrow",
-                   help="unstructured, filter, row, crossbar, subcolumn or subrow (default subrow)")
+    p.add_argument(
+        "--pattern", default="subrow", help="unstructured, filter, row, crossbar, subcolumn or subrow (default subrow)"
+    )
     p.add_argument("--crossbar", default="32x32", metavar="RxC", help="crossbar geometry (default 32x32)")
-    p.add_argument("--target-compression", type=positive_float, default=8.0,
-                   help="dense crossbars / pruned crossbars over the network (default 8)")
-    p.add_argument("--allocation", default="global", choices=["global", "uniform", "file"],
-                   help="per-layer budgets: global ranking, uniform, or --budgets YAML (default global)")
+    p.add_argument(
+        "--target-compression",
+        type=positive_float,
+        default=8.0,
+        help="dense crossbars / pruned crossbars over the network (default 8)",
+    )
+    p.add_argument(
+        "--allocation",
+        default="global",
+        choices=["global", "uniform", "file"],
+        help="per-layer budgets: global ranking, uniform, or --budgets YAML (default global)",
+    )
     p.add_argument("--budgets", dest="budgets_file", default=None, help="YAML of per-layer budgets")
-    p.add_argument("--keep-dense", default="first,last",
-                   help="layers left dense: first, last, layer names, or none (default first,last)")
-    p.add_argument("--method", default="auto", choices=["auto", "admm", "oneshot", "gradual"],
-                   help="pruning method; auto picks the one that wins for the epoch budget")
+    p.add_argument(
+        "--keep-dense",
+        default="first,last",
+        help="layers left dense: first, last, layer names, or none (default first,last)",
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "admm", "oneshot", "gradual"],
+        help="pruning method; auto picks the one that wins for the epoch budget",
+    )
     p.add_argument("--dense", default=None, help="dense checkpoint (model.pt); default: train one first")
-    p.add_argument("--dense-epochs", type=nonneg_int, default=10,
-                   help="epochs of the dense baseline trained when no --dense is given (default 10)")
-    p.add_argument("--admm-epochs", "--prune-epochs", dest="prune_epochs", type=nonneg_int, default=2,
-                   help="ADMM (or gradual) pruning epochs; one-shot retrains for them (default 2)")
+    p.add_argument(
+        "--dense-epochs",
+        type=nonneg_int,
+        default=10,
+        help="epochs of the dense baseline trained when no --dense is given (default 10)",
+    )
+    p.add_argument(
+        "--admm-epochs",
+        "--prune-epochs",
+        dest="prune_epochs",
+        type=nonneg_int,
+        default=2,
+        help="ADMM (or gradual) pruning epochs; one-shot retrains for them (default 2)",
+    )
     p.add_argument("--retrain-epochs", type=nonneg_int, default=2, help="masked retraining epochs (default 2)")
-    p.add_argument("--admm-lr", "--prune-lr", dest="prune_lr", type=positive_float, default=0.01,
-                   help="learning rate of the pruning epochs (default 0.01)")
-    p.add_argument("--retrain-lr", type=positive_float, default=0.01,
-                   help="learning rate of masked retraining (default 0.01)")
+    p.add_argument(
+        "--admm-lr",
+        "--prune-lr",
+        dest="prune_lr",
+        type=positive_float,
+        default=0.01,
+        help="learning rate of the pruning epochs (default 0.01)",
+    )
+    p.add_argument(
+        "--retrain-lr", type=positive_float, default=0.01, help="learning rate of masked retraining (default 0.01)"
+    )
     p.add_argument("--rho", type=positive_float, default=1e-3, help="initial ADMM penalty (default 1e-3)")
     p.add_argument("--rho-final", type=positive_float, default=1e-1, help="final ADMM penalty (default 0.1)")
-    p.add_argument("--updates-per-epoch", type=positive_int, default=4,
-                   help="ADMM Z/U or gradual mask updates per epoch (default 4)")
+    p.add_argument(
+        "--updates-per-epoch",
+        type=positive_int,
+        default=4,
+        help="ADMM Z/U or gradual mask updates per epoch (default 4)",
+    )
     p.set_defaults(func=run)
 
 

@@ -31,21 +31,46 @@ def add_parser(sub: Any) -> None:
     geo = p.add_argument_group("geometries (a grid of --rows x --cols, or a list of --crossbar)")
     geo.add_argument("--rows", default=None, help=f"crossbar rows, comma-separated (default {DEFAULT_SIDES})")
     geo.add_argument("--cols", default=None, help=f"crossbar columns, comma-separated (default {DEFAULT_SIDES})")
-    geo.add_argument("--crossbar", action="append", default=None, metavar="RxC",
-                     help="explicit geometries instead of the grid, repeatable or comma-separated")
+    geo.add_argument(
+        "--crossbar",
+        action="append",
+        default=None,
+        metavar="RxC",
+        help="explicit geometries instead of the grid, repeatable or comma-separated",
+    )
     p.add_argument("--pattern", default="subrow", help="sparsity pattern (default subrow)")
     crit = p.add_mutually_exclusive_group()
-    crit.add_argument("--keep-energy", type=float, default=None, metavar="F",
-                      help="per geometry, the smallest budget keeping >= F of the squared weight "
-                      "norm (default 0.9)")
-    crit.add_argument("--target-compression", type=float, default=None, metavar="X",
-                      help="prune every geometry to X times fewer crossbars instead")
-    p.add_argument("--hardware", default="isaac",
-                   help=f"hardware preset ({', '.join(PRESETS.names())}) or a .yaml/.json file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a hardware field, e.g. --set adc.bits=8 (repeatable)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="input side in px (default 224 for a model name, the saved one for a checkpoint)")
+    crit.add_argument(
+        "--keep-energy",
+        type=float,
+        default=None,
+        metavar="F",
+        help="per geometry, the smallest budget keeping >= F of the squared weight norm (default 0.9)",
+    )
+    crit.add_argument(
+        "--target-compression",
+        type=float,
+        default=None,
+        metavar="X",
+        help="prune every geometry to X times fewer crossbars instead",
+    )
+    p.add_argument(
+        "--hardware", default="isaac", help=f"hardware preset ({', '.join(PRESETS.names())}) or a .yaml/.json file"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a hardware field, e.g. --set adc.bits=8 (repeatable)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input side in px (default 224 for a model name, the saved one for a checkpoint)",
+    )
     p.add_argument("--num-classes", type=int, default=1000, help="classes, for a model name (default 1000)")
     p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model name (default 3)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier, for a model name")
@@ -53,8 +78,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw plots in --out")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     retrain = p.add_argument_group("retrained mode (slow: trains every geometry)")
-    retrain.add_argument("--retrain", action="store_true",
-                         help="prune and retrain each geometry with the training pipeline")
+    retrain.add_argument(
+        "--retrain", action="store_true", help="prune and retrain each geometry with the training pipeline"
+    )
     retrain.add_argument("--dataset", default="fashion-mnist", help="dataset of --retrain")
     retrain.add_argument("--epochs", type=int, default=1, help="dense epochs when MODEL is a name")
     retrain.add_argument("--prune-epochs", type=int, default=1, help="pruning epochs per geometry")
@@ -156,8 +182,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         pruner, mode = projection, "projection"
     result = run_sweep(
-        model, geometries, hw, shape, pruner,
-        pattern=args.pattern, criterion=criterion, mode=mode, model_label=label,
+        model,
+        geometries,
+        hw,
+        shape,
+        pruner,
+        pattern=args.pattern,
+        criterion=criterion,
+        mode=mode,
+        model_label=label,
         progress=sys.stderr.isatty(),
     )
     if args.out:

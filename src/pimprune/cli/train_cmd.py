@@ -9,8 +9,11 @@ from pimprune.cli.common import add_data_args, add_model_args, add_optim_args, a
 
 def add_parser(sub) -> None:
     """Register ``train``."""
-    p = sub.add_parser("train", help="train a dense baseline",
-                       description="Train a dense model; writes model.pt, model.json and result.json to --out.")
+    p = sub.add_parser(
+        "train",
+        help="train a dense baseline",
+        description="Train a dense model; writes model.pt, model.json and result.json to --out.",
+    )
     add_model_args(p)
     add_data_args(p)
     add_run_args(p)

@@ -1,0 +1,129 @@
+"""Wall time of crossbar counting (:func:`pimprune.counting.count_geometries`).
+
+For each model (torchvision-shaped, 224 px, fresh seeded weights) over the 25
+geometries of the default grid (rows and columns in 32, 64, 128, 256, 512) it
+times, as the median of ``--repeats`` runs:
+
+- ``dense_only``: the unpruned network, ``schemes=("dense",)`` (shapes only,
+  what ``pimprune map MODEL`` does);
+- ``all_schemes_random``: every scheme of :data:`pimprune.counting.SCHEMES` on
+  masks that keep each weight with probability 0.3 (scattered zeros);
+- ``all_schemes_subrow``: every scheme on sub-row masks (each layer projected
+  with the ``subrow`` pattern on 128x128 to half its dense crossbars), the
+  structure a PIM-Prune model has.
+
+Masks are built once, outside the timing. The machine is often shared: the
+median, the fastest run and the CPU time are reported together.
+
+Usage::
+
+    python benchmarks/bench_counting.py [--models resnet18,resnet50] [--repeats 5]
+        [--threads 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from pimprune.counting import SCHEMES, count_geometries, dense_count
+from pimprune.geometry import Crossbar, grid
+from pimprune.matrices import LayerMatrix, extract_layers
+from pimprune.patterns import get_pattern
+from pimprune.sweep import load_sweep_model
+
+SIDES = [32, 64, 128, 256, 512]
+#: Keep probability of the random masks.
+RANDOM_DENSITY = 0.3
+#: Geometry and budget share of the sub-row masks.
+SUBROW_XBAR = Crossbar(128, 128)
+SUBROW_BUDGET_SHARE = 0.5
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return {
+        "median_s": round(statistics.median(walls), 4),
+        "min_s": round(min(walls), 4),
+        "cpu_median_s": round(statistics.median(cpus), 4),
+        "runs": repeats,
+    }
+
+
+def random_masks(layers: list[LayerMatrix], density: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Layer name -> ``(g, M, N)`` mask keeping each weight with probability ``density``."""
+    gen = torch.Generator().manual_seed(seed)
+    return {lay.name: torch.rand(lay.groups, lay.rows, lay.cols, generator=gen) < density for lay in layers}
+
+
+def subrow_masks(layers: list[LayerMatrix], xbar: Crossbar, share: float) -> dict[str, torch.Tensor]:
+    """Layer name -> the ``subrow`` projection of its weights to ``share`` of its dense crossbars."""
+    pattern = get_pattern("subrow")
+    out = {}
+    for lay in layers:
+        budget = max(1, int(share * dense_count(lay.rows, lay.cols, lay.groups, xbar)))
+        out[lay.name] = pattern.project(lay.matrix(), xbar, budget)
+    return out
+
+
+def bench_model(name: str, repeats: int) -> dict[str, Any]:
+    """Time counting one model on the 25 geometries."""
+    model, label, _shape = load_sweep_model(name)
+    layers = extract_layers(model)
+    geoms = grid(SIDES, SIDES)
+    rand = random_masks(layers, RANDOM_DENSITY)
+    sub = subrow_masks(layers, SUBROW_XBAR, SUBROW_BUDGET_SHARE)
+    count_geometries(layers, geoms[:1], masks=rand)  # warm-up
+    return {
+        "model": label,
+        "layers": len(layers),
+        "weights": sum(lay.groups * lay.rows * lay.cols for lay in layers),
+        "geometries": len(geoms),
+        "dense_only": _time(lambda: count_geometries(layers, geoms, schemes=("dense",)), repeats),
+        "all_schemes_random": _time(lambda: count_geometries(layers, geoms, masks=rand, schemes=SCHEMES), repeats),
+        "all_schemes_subrow": _time(lambda: count_geometries(layers, geoms, masks=sub, schemes=SCHEMES), repeats),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet18,resnet50", help="comma-separated model names")
+    p.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = {
+        "benchmark": "bench_counting",
+        "machine": {
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        },
+        "results": [bench_model(m.strip(), args.repeats) for m in args.models.split(",") if m.strip()],
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

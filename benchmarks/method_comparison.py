@@ -1,0 +1,78 @@
+"""ADMM vs gradual vs one-shot pruning at equal total epochs, for several epoch budgets.
+
+Every method starts from the same dense checkpoint and gets the same number of
+epochs (pruning + retraining; one-shot spends all of them retraining). Writes
+``method_comparison.json`` and ``.md`` to ``--out``; finished runs are skipped,
+so a killed benchmark continues when started again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pimprune.checkpoint import save_json, save_text
+from pimprune.pipeline import PruneConfig, RunConfig, run_prune
+from pimprune.runtime import provenance
+from pimprune.training import OptimConfig
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dense", required=True)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--pattern", default="subrow")
+    p.add_argument("--crossbar", default="32x32")
+    p.add_argument("--target", type=float, default=16.0)
+    p.add_argument("--budgets", default="1+2,4+4", help="prune+retrain epochs, comma-separated")
+    p.add_argument("--methods", default="admm,gradual,oneshot")
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    out = Path(args.out)
+    rows = []
+    for budget in args.budgets.split(","):
+        pe, re_ = (int(x) for x in budget.split("+"))
+        for method in args.methods.split(","):
+            folder = out / "runs" / f"{args.pattern}_{method}_{pe}+{re_}_{args.target:g}x_{args.crossbar}"
+            if (folder / "result.json").exists():
+                res = json.loads((folder / "result.json").read_text())
+            else:
+                run = RunConfig(dataset=args.dataset, limit_train=args.limit_train, seed=args.seed,
+                                device=args.device, out=str(folder), resume=(folder / "checkpoint.pt").exists(),
+                                epochs=0, optim=OptimConfig(), eval_each_epoch=False)
+                prune = PruneConfig(pattern=args.pattern, crossbar=args.crossbar, target_compression=args.target,
+                                    method=method, dense=args.dense, prune_epochs=pe, retrain_epochs=re_)
+                res = run_prune(run, prune)
+            rows.append({"method": method, "prune_epochs": pe, "retrain_epochs": re_, "total_epochs": pe + re_,
+                         "compression": res["compression"], "accuracy_dense": res["accuracy_dense"],
+                         "accuracy_pruned": res["accuracy_pruned"], "loss_points": res["accuracy_loss_points"]})
+            print(rows[-1], flush=True)
+    lines = [f"{args.pattern} on {args.crossbar}, target {args.target:g}x, dense accuracy "
+             f"{100 * rows[0]['accuracy_dense']:.2f}%", "",
+             "| epochs (prune+retrain) | method | compression | accuracy | loss (pt) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['prune_epochs']}+{r['retrain_epochs']} | {r['method']} | {r['compression']:.2f}x | "
+                     f"{100 * r['accuracy_pruned']:.2f}% | {r['loss_points']:+.2f} |")
+    winners = {}
+    for total in sorted({r["total_epochs"] for r in rows}):
+        best = max((r for r in rows if r["total_epochs"] == total), key=lambda r: r["accuracy_pruned"])
+        winners[str(total)] = best["method"]
+    lines += ["", "Winner per total epochs: " + ", ".join(f"{k}: {v}" for k, v in winners.items())]
+    save_json({"rows": rows, "winners": winners, "command": " ".join(["python"] + sys.argv),
+               "provenance": provenance()}, out / "method_comparison.json")
+    save_text("\n".join(lines) + "\n", out / "method_comparison.md")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

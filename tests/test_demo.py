@@ -1,0 +1,32 @@
+import json
+
+import torch
+
+from pimprune.checkpoint import load_model
+from pimprune.demo import DemoConfig, dense_checkpoint, run_demo
+
+
+def test_shipped_dense_checkpoint_loads_safely():
+    path = dense_checkpoint()
+    state = torch.load(path, weights_only=True)
+    model, meta = load_model(path)
+    assert meta["spec"]["width"] == 0.25 and meta["epochs"] >= 10
+    assert set(state) == set(model.state_dict())
+
+
+def test_demo_runs_small_and_writes_report(tmp_path, capsys):
+    cfg = DemoConfig(out=str(tmp_path / "rep"), patterns=("subrow", "filter"), prune_epochs=0, retrain_epochs=0,
+                     limit_train=256, limit_test=300, target_compression=4.0)
+    summary = run_demo(cfg)
+    out = capsys.readouterr().out
+    assert "data: " in out and "Fashion-MNIST" in out
+    rows = {r["pattern"]: r for r in summary["table"]}
+    assert set(rows) == {"dense", "subrow", "filter"}
+    assert rows["subrow"]["compression"] >= 3.9
+    assert rows["subrow"]["crossbars"] < rows["dense"]["crossbars"]
+    assert rows["subrow"]["energy_nj"] < rows["dense"]["energy_nj"]
+    rep = tmp_path / "rep"
+    for name in ("report.md", "demo.json", "crossbars_per_layer.png", "matrix_subrow.png"):
+        assert (rep / name).exists(), name
+    assert json.loads((rep / "demo.json").read_text())["table"][0]["pattern"] == "dense"
+    assert "| subrow |" in (rep / "report.md").read_text()
