@@ -217,9 +217,7 @@ def _counter(scheme: str) -> Callable[[_MaskReductions, Crossbar], int]:
     except KeyError:
         from pimprune.errors import UnknownNameError
 
-        raise UnknownNameError(
-            f"unknown counting scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}"
-        ) from None
+        raise UnknownNameError(f"unknown counting scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}") from None
 
 
 def _check_mask(mask: torch.Tensor) -> None:
@@ -305,17 +303,23 @@ def count_layer(
         dense = dense_count(layer.rows, layer.cols, layer.groups, xbar)
         n = layer.groups * layer.rows * layer.cols
         return LayerCount(
-            layer.name, layer.kind, layer.rows, layer.cols, layer.groups, dense,
-            nnz=n, weights=n, bound=int(_cdiv(n, xbar.cells)), counts={"dense": dense},
+            layer.name,
+            layer.kind,
+            layer.rows,
+            layer.cols,
+            layer.groups,
+            dense,
+            nnz=n,
+            weights=n,
+            bound=int(_cdiv(n, xbar.cells)),
+            counts={"dense": dense},
         )
     if mask is None:
         mask = layer.matrix() != 0
     return _count_layer(layer, xbar, _MaskReductions(mask), schemes)
 
 
-def _count_layer(
-    layer: LayerMatrix, xbar: Crossbar, red: _MaskReductions, schemes: tuple[str, ...]
-) -> LayerCount:
+def _count_layer(layer: LayerMatrix, xbar: Crossbar, red: _MaskReductions, schemes: tuple[str, ...]) -> LayerCount:
     """:func:`count_layer` of a mask's (possibly shared) reductions."""
     counters = {s: _counter(s) for s in schemes}
     if counters:
@@ -362,9 +366,7 @@ class NetworkCount:
 
     def as_dict(self, schemes: Iterable[str] | None = None) -> dict:
         """JSON-ready summary: totals, compression over all and over conv layers."""
-        schemes = list(schemes) if schemes is not None else (
-            list(self.layers[0].counts) if self.layers else ["dense"]
-        )
+        schemes = list(schemes) if schemes is not None else (list(self.layers[0].counts) if self.layers else ["dense"])
         return {
             "crossbar": str(self.crossbar),
             "total_crossbars": self.total("dense"),
@@ -400,9 +402,7 @@ def count_network(
     """
     masks = masks or {}
     schemes = tuple(schemes)
-    return NetworkCount(
-        xbar, [count_layer(lay, xbar, masks.get(lay.name), schemes) for lay in layers]
-    )
+    return NetworkCount(xbar, [count_layer(lay, xbar, masks.get(lay.name), schemes) for lay in layers])
 
 
 def count_geometries(

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-
 from pimprune.checkpoint import ensure_dir, load_model, save_json, save_text
 from pimprune.errors import PimpruneError
 from pimprune.geometry import Crossbar

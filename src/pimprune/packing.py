@@ -242,9 +242,7 @@ def _all(n: int, device: torch.device) -> torch.Tensor:
 
 def _layout_dense(m: torch.Tensor, xbar: Crossbar) -> _Layout:
     rows, cols = m.shape
-    return _product(
-        _chunks(_all(rows, m.device), xbar.rows), _chunks(_all(cols, m.device), xbar.cols)
-    )
+    return _product(_chunks(_all(rows, m.device), xbar.rows), _chunks(_all(cols, m.device), xbar.cols))
 
 
 def _layout_tiles(m: torch.Tensor, xbar: Crossbar) -> _Layout:
@@ -255,9 +253,7 @@ def _layout_tiles(m: torch.Tensor, xbar: Crossbar) -> _Layout:
 
 
 def _layout_row(m: torch.Tensor, xbar: Crossbar) -> _Layout:
-    return _product(
-        _chunks(_kept(m.any(1)), xbar.rows), _chunks(_all(m.shape[1], m.device), xbar.cols)
-    )
+    return _product(_chunks(_kept(m.any(1)), xbar.rows), _chunks(_all(m.shape[1], m.device), xbar.cols))
 
 
 def _layout_filter(m: torch.Tensor, xbar: Crossbar) -> _Layout:
@@ -267,10 +263,7 @@ def _layout_filter(m: torch.Tensor, xbar: Crossbar) -> _Layout:
 def _layout_subrow(m: torch.Tensor, xbar: Crossbar) -> _Layout:
     blocks = _all(m.shape[1], m.device).split(xbar.cols)
     return _cat(
-        [
-            _product(_chunks(_kept(m[:, cols].any(1)), xbar.rows), _chunks(cols, xbar.cols))
-            for cols in blocks
-        ],
+        [_product(_chunks(_kept(m[:, cols].any(1)), xbar.rows), _chunks(cols, xbar.cols)) for cols in blocks],
         xbar,
         m.device,
     )
@@ -279,10 +272,7 @@ def _layout_subrow(m: torch.Tensor, xbar: Crossbar) -> _Layout:
 def _layout_subcolumn(m: torch.Tensor, xbar: Crossbar) -> _Layout:
     blocks = _all(m.shape[0], m.device).split(xbar.rows)
     return _cat(
-        [
-            _product(_chunks(rows, xbar.rows), _chunks(_kept(m[rows].any(0)), xbar.cols))
-            for rows in blocks
-        ],
+        [_product(_chunks(rows, xbar.rows), _chunks(_kept(m[rows].any(0)), xbar.cols)) for rows in blocks],
         xbar,
         m.device,
     )
@@ -392,8 +382,7 @@ def check_physical(packed: PackedMatrix, matrix: torch.Tensor | None = None) -> 
         return
     _require(
         tuple(matrix.shape) == (p.groups, p.rows, p.cols),
-        f"matrix shape {tuple(matrix.shape)} differs from the packing's "
-        f"{(p.groups, p.rows, p.cols)}",
+        f"matrix shape {tuple(matrix.shape)} differs from the packing's {(p.groups, p.rows, p.cols)}",
     )
     matrix = matrix.detach()
     expected = count(matrix != 0, p.xbar, p.scheme)
@@ -530,9 +519,7 @@ _STATS.add("subcolumn", _stats_subcolumn)
 assert set(_STATS.names()) == set(SCHEMES), "every counting scheme needs crossbar stats"
 
 
-def crossbar_stats(
-    mask: torch.Tensor, xbar: Crossbar, scheme: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def crossbar_stats(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Used rows and used columns of every crossbar of a packing, without building it.
 
     Vectorised over the whole layer; the crossbars come in the order of

@@ -238,6 +238,8 @@ def sort_items(energy: torch.Tensor) -> SortedItems:
         empty = torch.zeros(flat.shape, dtype=torch.int64, device=flat.device)
         return SortedItems(shape, empty.to(torch.float64), empty)
     values, order = torch.sort(flat, dim=1, descending=True)
+    if values.device.type == "cpu" and values.dtype in _NUMPY_FLOATS:  # exact either way
+        return SortedItems(shape, torch.from_numpy(values.numpy().astype(np.float64)), order)
     return SortedItems(shape, values.to(torch.float64), order)
 
 
@@ -279,19 +281,21 @@ def chunked_units(
     values, order = items.values, items.order
     pad = per_chain * chunk - length
     if pad:
-        values = torch.nn.functional.pad(values, (0, pad))
+        values = _zero_pad(values, (0, pad))
     gains = values.reshape(n_chains, per_chain, chunk).sum(2)
     gains = torch.cummin(gains, dim=1).values  # guard against rounding: never increasing
     chain_ids = torch.arange(n_chains, dtype=torch.int64, device=dev)
-    unit_of_sorted = (
-        chain_ids[:, None] * per_chain
-        + (torch.arange(length, dtype=torch.int64, device=dev) // chunk)[None, :]
-    )
     if dev.type == "cpu":  # numpy: no thread pool to wait for on a busy machine
-        item_unit_np = np.empty(tuple(unit_of_sorted.shape), dtype=np.int64)
-        np.put_along_axis(item_unit_np, order.numpy(), unit_of_sorted.numpy(), axis=1)
+        sorted_unit = np.arange(n_chains, dtype=np.int64)[:, None] * per_chain + (
+            np.arange(length, dtype=np.int64) // chunk
+        )
+        item_unit_np = np.empty((n_chains, length), dtype=np.int64)
+        np.put_along_axis(item_unit_np, order.numpy(), sorted_unit, axis=1)
         item_unit = torch.from_numpy(item_unit_np)
     else:
+        unit_of_sorted = (
+            chain_ids[:, None] * per_chain + (torch.arange(length, dtype=torch.int64, device=dev) // chunk)[None, :]
+        )
         item_unit = torch.empty_like(unit_of_sorted)
         item_unit.scatter_(1, order, unit_of_sorted)
     if isinstance(cost, int):
@@ -332,11 +336,31 @@ def _energy(matrix: torch.Tensor) -> torch.Tensor:
     return m * m
 
 
+def _zero_pad(t: torch.Tensor, after: tuple[int, ...]) -> torch.Tensor:
+    """``t`` with ``after[i]`` zeros appended to dimension ``i``: a new contiguous tensor.
+
+    Same as ``torch.nn.functional.pad``; on CPU the copy is made by numpy, which
+    does not wait for torch's thread pool (slow on a busy machine).
+    """
+    if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS:
+        out = np.zeros(tuple(s + a for s, a in zip(t.shape, after, strict=True)), dtype=_NUMPY_FLOATS[t.dtype])
+        out[tuple(slice(0, s) for s in t.shape)] = t.numpy()
+        return torch.from_numpy(out)
+    pads: list[int] = []
+    for a in reversed(after):
+        pads += [0, a]
+    return torch.nn.functional.pad(t, pads)
+
+
+#: Torch float dtypes that :func:`_zero_pad` copies with numpy.
+_NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _pad_to(t: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     g, m, n = t.shape
     pm, pn = (-m) % xbar.rows, (-n) % xbar.cols
     if pm or pn:
-        t = torch.nn.functional.pad(t, (0, pn, 0, pm))
+        t = _zero_pad(t, (0, pm, pn))
     return t
 
 
