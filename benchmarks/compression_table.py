@@ -43,6 +43,8 @@ def parse(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bn-recalibrate", type=int, default=0,
+                   help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
     p.add_argument("--no-control", action="store_true", help="skip the dense control row")
     p.add_argument("--out", required=True, help="results folder")
     return p.parse_args(argv)
@@ -61,7 +63,7 @@ def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
     prune = PruneConfig(
         pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
         dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
-        prune_lr=args.prune_lr, retrain_lr=args.retrain_lr,
+        prune_lr=args.prune_lr, retrain_lr=args.retrain_lr, bn_recalibrate=args.bn_recalibrate,
     )
     return run_prune(run, prune)
 

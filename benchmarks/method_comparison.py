@@ -31,6 +31,8 @@ def parse(argv=None):
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bn-recalibrate", type=int, default=0,
+                   help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
                                 device=args.device, out=str(folder), resume=(folder / "checkpoint.pt").exists(),
                                 epochs=0, optim=OptimConfig(), eval_each_epoch=False)
                 prune = PruneConfig(pattern=args.pattern, crossbar=args.crossbar, target_compression=args.target,
-                                    method=method, dense=args.dense, prune_epochs=pe, retrain_epochs=re_)
+                                    method=method, dense=args.dense, prune_epochs=pe, retrain_epochs=re_,
+                                    bn_recalibrate=args.bn_recalibrate)
                 res = run_prune(run, prune)
             rows.append({"method": method, "prune_epochs": pe, "retrain_epochs": re_, "total_epochs": pe + re_,
                          "compression": res["compression"], "accuracy_dense": res["accuracy_dense"],

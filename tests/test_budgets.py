@@ -382,12 +382,28 @@ def _normalised_energy(proj: Projector, weights, masks) -> float:
 
 
 @pytest.mark.parametrize("pattern", ["subrow", "subcolumn", "crossbar", "unstructured"])
-def test_global_keeps_at_least_the_normalised_energy_of_uniform(narrow_results, nweights, pattern):
+def test_global_keeps_at_least_the_normalised_energy_of_uniform(narrow, narrow_results, nweights, pattern):
+    # the pure ranking (no per-layer guard) is the normalised-energy optimum
     uni, m_uni = narrow_results[pattern, "uniform"]
-    glo, m_glo = narrow_results[pattern, "global"]
+    glo = _projector(narrow, pattern, "32x32", 8.0, "global", keep_every_layer=False)
+    m_glo = glo(nweights)
     assert _normalised_energy(glo, nweights, m_glo) >= _normalised_energy(uni, nweights, m_uni) * (
         1 - 1e-9
     )
+
+
+@pytest.mark.parametrize("pattern", ["subrow", "row", "crossbar", "subcolumn", "unstructured"])
+def test_global_guard_never_empties_a_layer(narrow, narrow_results, nweights, pattern):
+    guarded, masks = narrow_results[pattern, "global"]
+    assert min(guarded.budgets.values()) >= 1
+    for lay in guarded.layers:
+        assert bool(masks[f"{lay.name}.weight"].any()), lay.name
+    if get_pattern(pattern).chain_is_output_group:
+        assert guarded.silenced_outputs() == {}
+    # without the guard the single-crossbar shortcuts are the first to go
+    bare = _projector(narrow, pattern, "32x32", 8.0, "global", keep_every_layer=False)
+    bare(nweights)
+    assert sum(guarded.budgets.values()) <= guarded.prunable_budget
 
 
 @pytest.mark.parametrize("allocation", ["uniform", "global"])

@@ -77,6 +77,13 @@ class PruneTarget:
         budgets_file: YAML file of per-layer budgets (allocation ``"file"`` only).
         keep_dense: Layers kept dense and untouched: ``"first"`` (first conv),
             ``"last"`` (the classifier, the last mapped layer) or layer names.
+        keep_every_layer: With ``global`` allocation, every prunable layer keeps
+            at least its best unit (one crossbar's worth), and for patterns whose
+            chains are output groups (``subrow``: a column block, ``row``) every
+            chain keeps its first unit, so no output group is silenced while the
+            budget allows. Without it, a layer of a single crossbar (e.g. a 1x1
+            residual shortcut) has no unit scoring above 1 after normalisation and
+            is the first to go, which cuts the shortcut of its block.
     """
 
     pattern: str
@@ -85,6 +92,7 @@ class PruneTarget:
     allocation: str = "uniform"
     budgets_file: str | None = None
     keep_dense: tuple[str, ...] = (KEEP_FIRST, KEEP_LAST)
+    keep_every_layer: bool = True
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
@@ -348,6 +356,15 @@ class _GlobalAllocator(_Allocator):
             chains.append(u.chain + offset)
             positions.append(u.position)
             offset += u.n_chains
+        if self.proj.target.keep_every_layer and gains:
+            # the best first unit of every layer outranks everything else
+            boost = float(sum(float(g.sum()) for g in gains)) + 1.0
+            every_chain = p.chain_is_output_group
+            for g, pos in zip(gains, positions, strict=True):
+                first = torch.nonzero(pos == 0).flatten()
+                if len(first):
+                    keep = first if every_chain else first[torch.argmax(g[first])].reshape(1)
+                    g[keep] = g[keep] + boost
         selected = greedy_select(
             torch.cat(gains),
             torch.cat(costs),

@@ -380,6 +380,10 @@ class Pattern(ABC):
 
     name: ClassVar[str]
     scheme: ClassVar[str]
+    #: True when every chain of :meth:`units` feeds its own group of outputs
+    #: (``subrow``: a column block; ``row``: a whole matrix), so an empty chain
+    #: silences those outputs; budget allocation then keeps each chain's first unit.
+    chain_is_output_group: ClassVar[bool] = False
 
     @abstractmethod
     def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:
@@ -507,6 +511,7 @@ class SubRowPattern(ChunkedPattern):
 
     name = "subrow"
     scheme = "subrow"
+    chain_is_output_group = True
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         g, m, n = energy.shape
@@ -572,6 +577,7 @@ class RowPattern(ChunkedPattern):
 
     name = "row"
     scheme = "row"
+    chain_is_output_group = True
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         return energy.sum(2)  # (g, M)

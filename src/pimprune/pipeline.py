@@ -84,9 +84,11 @@ RANK_DUMP_ENV = "PIMPRUNE_RANK_DUMP"
 #: Pruning methods; ``auto`` picks by the epoch budget (see :func:`auto_method`).
 METHODS = ("auto", "admm", "oneshot", "gradual")
 
-#: With at most this many pruning + retraining epochs, ``auto`` picks ``gradual``,
-#: above it ``admm``. Set from the method comparison in docs/pruning.md.
-AUTO_ADMM_MIN_EPOCHS = 12
+#: ``auto``: ``(minimum pruning + retraining epochs, method)`` pairs. Each entry is
+#: the method that won the measured comparison at that epoch budget (docs/results.md:
+#: subrow, 32x32, 8x, Fashion-MNIST, ResNet18 width 0.25); a budget takes the entry of
+#: the largest measured budget not above it.
+AUTO_METHOD_BY_EPOCHS: tuple[tuple[int, str], ...] = ((0, "oneshot"),)
 
 #: RunConfig fields that may change between a run and its resumption.
 _FREE_ON_RESUME = ("resume", "device", "out", "data_dir")
@@ -173,6 +175,10 @@ class PruneConfig:
         admm: ADMM hyper-parameters (``update_every`` is derived from
             ``updates_per_epoch``).
         updates_per_epoch: Z/U updates (ADMM) or mask updates (gradual) per epoch.
+        bn_recalibrate: Training batches used to re-estimate the batch-norm
+            statistics right after hard pruning (0: keep the dense statistics). The
+            pruned network's activations differ from the dense one's, and stale
+            statistics can drop a briefly retrained model to chance accuracy.
     """
 
     pattern: str = "subrow"
@@ -189,6 +195,7 @@ class PruneConfig:
     retrain_lr: float = 0.01
     admm: ADMMConfig = field(default_factory=ADMMConfig)
     updates_per_epoch: int = 4
+    bn_recalibrate: int = 50
 
     def __post_init__(self) -> None:
         from pimprune.patterns import PATTERNS
@@ -203,6 +210,7 @@ class PruneConfig:
         _check_int("prune epochs", self.prune_epochs, 0, 100_000)
         _check_int("retrain epochs", self.retrain_epochs, 0, 100_000)
         _check_int("updates per epoch", self.updates_per_epoch, 1, 100_000)
+        _check_int("bn recalibrate batches", self.bn_recalibrate, 0, 1_000_000)
         for name in ("prune_lr", "retrain_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v <= 10):
@@ -215,8 +223,12 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
 
 
 def auto_method(total_epochs: int) -> str:
-    """The method that won the comparison for this epoch budget (docs/pruning.md)."""
-    return "admm" if total_epochs >= AUTO_ADMM_MIN_EPOCHS else "gradual"
+    """The method that won the measured comparison for this epoch budget (docs/results.md)."""
+    method = AUTO_METHOD_BY_EPOCHS[0][1]
+    for min_epochs, name in AUTO_METHOD_BY_EPOCHS:
+        if total_epochs >= min_epochs:
+            method = name
+    return method
 
 
 def config_dict(obj: Any) -> dict:
@@ -499,6 +511,31 @@ def _run_stage(
             log=[*ck.log, row],
             **extra,
         )
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, batches: int, device: torch.device) -> None:
+    """Re-estimate batch-norm running statistics on up to ``batches`` training batches.
+
+    The statistics are reset and averaged over the batches (cumulative average);
+    weights are not touched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x.to(device, non_blocking=True))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.train(was_training)
 
 
 def _restore_model(model: nn.Module, ck: _Checkpointer) -> None:
@@ -788,6 +825,10 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             # hard prune to the projection of the current weights (rank 0's masks)
             weights = {n: p.detach() for n, p in _named_effective(model, projector.params).items()}
             apply_masks(model, rt.broadcast_tensors(projector(weights)))
+            if prune.bn_recalibrate:
+                ctx.train_loader.set_epoch(dense_epochs + prune.prune_epochs)
+                recalibrate_batchnorm(model, ctx.train_loader, prune.bn_recalibrate, dev)
+                rt.sync_module(model)
             # kept in memory; the retraining checkpoints carry it
             ck.state["projection"] = {
                 "budgets": dict(projector.budgets),

@@ -91,6 +91,12 @@ def add_parser(sub) -> None:
         default=4,
         help="ADMM Z/U or gradual mask updates per epoch (default 4)",
     )
+    p.add_argument(
+        "--bn-recalibrate",
+        type=nonneg_int,
+        default=50,
+        help="batches to re-estimate batch-norm statistics after hard pruning (0: off; default 50)",
+    )
     p.set_defaults(func=run)
 
 
@@ -115,6 +121,7 @@ def prune_config(args: argparse.Namespace):
         retrain_lr=args.retrain_lr,
         admm=ADMMConfig(rho=args.rho, rho_final=max(args.rho_final, args.rho)),
         updates_per_epoch=args.updates_per_epoch,
+        bn_recalibrate=args.bn_recalibrate,
     )
 
 
