@@ -533,7 +533,7 @@ def recalibrate_batchnorm(model: nn.Module, loader, batches: int, device: torch.
         if i >= batches:
             break
         model(x.to(device, non_blocking=True))
-    for m, mom in zip(norms, saved):
+    for m, mom in zip(norms, saved, strict=True):
         m.momentum = mom
     model.train(was_training)
 
