@@ -35,6 +35,7 @@ def parse(argv=None):
     p.add_argument("--targets", default="4,8,16,24,32", help="comma-separated target compressions")
     p.add_argument("--crossbar", default="32x32")
     p.add_argument("--method", default="auto")
+    p.add_argument("--allocation", default="global", choices=["global", "uniform"])
     p.add_argument("--prune-epochs", type=int, default=1)
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--prune-lr", type=float, default=0.01)
@@ -51,7 +52,8 @@ def parse(argv=None):
 
 
 def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
-    folder = out / "runs" / f"{pattern}_{method}_{target:g}x_{args.crossbar}"
+    tag = "" if args.allocation == "global" and args.retrain_lr == 0.01 else f"_{args.allocation}_lr{args.retrain_lr:g}"
+    folder = out / "runs" / f"{pattern}_{method}_{target:g}x_{args.crossbar}{tag}"
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())
     resume = (folder / "checkpoint.pt").exists()
@@ -62,6 +64,7 @@ def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
     )
     prune = PruneConfig(
         pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
+        allocation=args.allocation,
         dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
         prune_lr=args.prune_lr, retrain_lr=args.retrain_lr, bn_recalibrate=args.bn_recalibrate,
     )

@@ -52,9 +52,9 @@ class DemoConfig:
     patterns: tuple[str, ...] = ("subrow", "row", "filter")
     crossbar: str = "32x32"
     target_compression: float = 10.0
-    prune_epochs: int = 1
-    retrain_epochs: int = 2
-    limit_train: int | None = 15000
+    prune_epochs: int = 2
+    retrain_epochs: int = 4
+    limit_train: int | None = 20000
     limit_test: int | None = None
     data_dir: str | None = None
     device: str = "auto"

@@ -88,7 +88,7 @@ METHODS = ("auto", "admm", "oneshot", "gradual")
 #: the method that won the measured comparison at that epoch budget (docs/results.md:
 #: subrow, 32x32, 8x, Fashion-MNIST, ResNet18 width 0.25); a budget takes the entry of
 #: the largest measured budget not above it.
-AUTO_METHOD_BY_EPOCHS: tuple[tuple[int, str], ...] = ((0, "oneshot"),)
+AUTO_METHOD_BY_EPOCHS: tuple[tuple[int, str], ...] = ((0, "gradual"), (6, "oneshot"))
 
 #: RunConfig fields that may change between a run and its resumption.
 _FREE_ON_RESUME = ("resume", "device", "out", "data_dir")

@@ -20,10 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--patterns", default="subrow,row,filter", help="comma-separated patterns")
     p.add_argument("--crossbar", default="32x32", metavar="RxC", help="crossbar geometry (default 32x32)")
     p.add_argument("--target-compression", type=positive_float, default=10.0, help="target (default 10)")
-    p.add_argument("--prune-epochs", type=nonneg_int, default=1, help="pruning epochs per pattern (default 1)")
-    p.add_argument("--retrain-epochs", type=nonneg_int, default=2, help="retraining epochs (default 2)")
-    p.add_argument("--limit-train", type=positive_int, default=15000,
-                   help="training images used for pruning (default 15000)")
+    p.add_argument("--prune-epochs", type=nonneg_int, default=2, help="pruning epochs per pattern (default 2)")
+    p.add_argument("--retrain-epochs", type=nonneg_int, default=4, help="retraining epochs (default 4)")
+    p.add_argument("--limit-train", type=positive_int, default=20000,
+                   help="training images used for pruning (default 20000)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: Debian package or subset)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
