@@ -9,6 +9,8 @@ DENSE=${DENSE:-src/pimprune/assets/demo_dense/model.pt}
 LIMIT=${LIMIT:-20000}
 PATTERNS=${PATTERNS:-subrow,row,filter,crossbar,subcolumn,unstructured}
 export PIMPRUNE_QUIET=1
+# The runs in docs/results.md were made with OMP_NUM_THREADS=1, two or three steps in parallel
+# (one torch thread per process makes better use of 2 cores than two threads in one process).
 # 1. method comparison at a short epoch budget (1 pruning + 2 retraining epochs)
 python benchmarks/method_comparison.py --dense "$DENSE" --pattern subrow --crossbar 32x32 --target 8 \
   --budgets 1+2 --limit-train "$LIMIT" --out "$OUT/methods"
@@ -23,3 +25,17 @@ python benchmarks/compression_table.py --dense "$DENSE" --crossbar 32x8 --target
 # 4. method comparison at a longer budget (3 + 3 epochs)
 python benchmarks/method_comparison.py --dense "$DENSE" --pattern subrow --crossbar 32x32 --target 8 \
   --budgets 1+2,3+3 --limit-train "$LIMIT" --out "$OUT/methods"
+# 5. the 8x step with longer budgets (3+3 and 6+6 epochs) for the coarse patterns;
+#    subrow's 3+3 one-shot run is the one of step 4
+for P in filter row crossbar; do
+  python benchmarks/compression_table.py --dense "$DENSE" --crossbar 32x32 --targets 8 --patterns "$P" \
+    --method oneshot --no-control --prune-epochs 3 --retrain-epochs 3 --limit-train "$LIMIT" \
+    --out "$OUT/table_32x32_6ep_$P"
+done
+for P in subrow filter; do
+  python benchmarks/compression_table.py --dense "$DENSE" --crossbar 32x32 --targets 8 --patterns "$P" \
+    --method oneshot --no-control --prune-epochs 6 --retrain-epochs 6 --limit-train "$LIMIT" \
+    --out "$OUT/table_32x32_12ep_$P"
+done
+python benchmarks/method_comparison.py --dense "$DENSE" --pattern subrow --crossbar 32x32 --target 8 \
+  --budgets 6+6 --methods admm --limit-train "$LIMIT" --out "$OUT/methods_12"
