@@ -740,7 +740,10 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             model = _new_model(ctx)
             dense_epochs = run.epochs
         example = ctx.example.to(dev)
-        Projector(model, target, example)  # the target is reachable, the budgets file valid
+        # built before anything is written: the target is reachable, the budgets file valid.
+        # Its structure does not depend on the weights, and every use below projects the
+        # weights it is given, so the same projector serves after dense training.
+        projector = Projector(model, target, example)
         ctx.identity = {
             "kind": "prune",
             "run": _identity(run),
@@ -771,7 +774,6 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         if rt.is_main:
             print(f"dense accuracy {acc_dense:.4f}", flush=True)
 
-        projector = Projector(model, target, example)
         steps = len(ctx.train_loader)
         every = max(1, steps // prune.updates_per_epoch)
         prune_optim = dataclasses.replace(run.optim, lr=prune.prune_lr)

@@ -146,13 +146,7 @@ def train_epoch(
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    bar = tqdm(
-        loader,
-        desc=desc,
-        leave=False,
-        disable=not is_main_process() or _quiet(),
-        dynamic_ncols=True,
-    )
+    bar = _progress(loader, desc)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = model(x)
@@ -220,13 +214,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, desc: str
     correct = 0
     seen = 0
     budget = real_samples(loader)
-    bar = tqdm(
-        loader,
-        desc=desc,
-        leave=False,
-        disable=not is_main_process() or _quiet(),
-        dynamic_ncols=True,
-    )
+    bar = _progress(loader, desc)
     for x, y in bar:
         if budget is not None:
             keep = max(0, min(y.shape[0], budget - seen))
@@ -240,6 +228,11 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, desc: str
         seen += y.shape[0]
     loss_sum, corr, n = _all_reduce_sum([total_loss, float(correct), float(seen)], device)
     return {"loss": loss_sum / max(n, 1), "accuracy": corr / max(n, 1), "samples": int(n)}
+
+
+def _progress(loader: Iterable, desc: str) -> tqdm:
+    """A progress bar over ``loader`` on rank 0 (none with ``PIMPRUNE_QUIET=1``)."""
+    return tqdm(loader, desc=desc, leave=False, disable=not is_main_process() or _quiet(), dynamic_ncols=True)
 
 
 def _quiet() -> bool:
