@@ -24,18 +24,14 @@ shared: the median of several runs and the CPU time are reported together.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
-import platform
 import pstats
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from harness import json_main, time_call
 
 from pimprune.counting import SCHEMES, count_geometries
 from pimprune.geometry import grid
@@ -53,21 +49,6 @@ STAGES = {
     "packing_stats": ("packing.py", "crossbar_stats"),
     "forward_mvm_count": ("cost.py", "layer_mvms"),
 }
-
-
-def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return {
-        "median_s": round(statistics.median(walls), 3),
-        "min_s": round(min(walls), 3),
-        "cpu_median_s": round(statistics.median(cpus), 3),
-        "runs": repeats,
-    }
 
 
 def _stage_shares(fn: Callable[[], Any]) -> dict[str, float]:
@@ -104,9 +85,9 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
         "model": label,
         "weights": sum(lay.groups * lay.rows * lay.cols for lay in layers),
         "geometries": len(geoms),
-        "map_dense": _time(lambda: count_geometries(layers, geoms, schemes=("dense",)), repeats),
-        "map_all_schemes": _time(lambda: count_geometries(pruned_layers, geoms, schemes=SCHEMES), repeats),
-        "sweep": _time(sweep, repeats),
+        "map_dense": time_call(lambda: count_geometries(layers, geoms, schemes=("dense",)), repeats),
+        "map_all_schemes": time_call(lambda: count_geometries(pruned_layers, geoms, schemes=SCHEMES), repeats),
+        "sweep": time_call(sweep, repeats),
         "sweep_stage_share": _stage_shares(sweep),
         "sweet_spot": result.sweet_spot,
     }
@@ -114,29 +95,7 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print JSON."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="resnet18,resnet50", help="comma-separated model names")
-    p.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--json", default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = {
-        "benchmark": "bench_analysis",
-        "machine": {
-            "cpu_count_torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-        },
-        "results": [bench_model(m.strip(), args.repeats) for m in args.models.split(",") if m.strip()],
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    return 0
+    return json_main("bench_analysis", __doc__.splitlines()[0], bench_model, default_repeats=3, argv=argv)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from harness import json_main, time_call
 
 from pimprune.counting import SCHEMES, count_geometries, dense_count
 from pimprune.geometry import Crossbar, grid
@@ -46,21 +41,6 @@ RANDOM_DENSITY = 0.3
 #: Geometry and budget share of the sub-row masks.
 SUBROW_XBAR = Crossbar(128, 128)
 SUBROW_BUDGET_SHARE = 0.5
-
-
-def _time(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return {
-        "median_s": round(statistics.median(walls), 4),
-        "min_s": round(min(walls), 4),
-        "cpu_median_s": round(statistics.median(cpus), 4),
-        "runs": repeats,
-    }
 
 
 def random_masks(layers: list[LayerMatrix], density: float, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -92,37 +72,19 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
         "layers": len(layers),
         "weights": sum(lay.groups * lay.rows * lay.cols for lay in layers),
         "geometries": len(geoms),
-        "dense_only": _time(lambda: count_geometries(layers, geoms, schemes=("dense",)), repeats),
-        "all_schemes_random": _time(lambda: count_geometries(layers, geoms, masks=rand, schemes=SCHEMES), repeats),
-        "all_schemes_subrow": _time(lambda: count_geometries(layers, geoms, masks=sub, schemes=SCHEMES), repeats),
+        "dense_only": time_call(lambda: count_geometries(layers, geoms, schemes=("dense",)), repeats, 4),
+        "all_schemes_random": time_call(
+            lambda: count_geometries(layers, geoms, masks=rand, schemes=SCHEMES), repeats, 4
+        ),
+        "all_schemes_subrow": time_call(
+            lambda: count_geometries(layers, geoms, masks=sub, schemes=SCHEMES), repeats, 4
+        ),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print JSON."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="resnet18,resnet50", help="comma-separated model names")
-    p.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--json", default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = {
-        "benchmark": "bench_counting",
-        "machine": {
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-        },
-        "results": [bench_model(m.strip(), args.repeats) for m in args.models.split(",") if m.strip()],
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    return 0
+    return json_main("bench_counting", __doc__.splitlines()[0], bench_model, default_repeats=5, argv=argv)
 
 
 if __name__ == "__main__":
