@@ -94,8 +94,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     from pimprune.training import OptimConfig
 
     t0 = time.time()
-    out = ensure_dir(cfg.out)
     xbar = Crossbar.parse(cfg.crossbar)
+    # every setting checked (by the pruning config's own validation) before anything is written
+    for pattern in cfg.patterns:
+        PruneConfig(pattern=pattern, crossbar=str(xbar), target_compression=cfg.target_compression,
+                    method=cfg.method, prune_epochs=cfg.prune_epochs, retrain_epochs=cfg.retrain_epochs)
+    out = ensure_dir(cfg.out)
     ckpt = dense_checkpoint()
     dense_model, meta = load_model(ckpt)
     dataset, data_dir, data_text = _dataset(cfg)
