@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from pimprune.checkpoint import save_json, save_text
+from pimprune.errors import ConfigError
 from pimprune.pipeline import PruneConfig, RunConfig, run_prune
 from pimprune.runtime import provenance
-from pimprune.training import OptimConfig
+from pimprune.training import Execution, OptimConfig
 
 
 def parse(argv=None):
@@ -46,6 +47,9 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-recalibrate", type=int, default=0,
                    help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
+    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
     p.add_argument("--no-control", action="store_true", help="skip the dense control row")
     p.add_argument("--out", required=True, help="results folder")
     return p.parse_args(argv)
@@ -53,6 +57,7 @@ def parse(argv=None):
 
 def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
     tag = "" if args.allocation == "global" and args.retrain_lr == 0.01 else f"_{args.allocation}_lr{args.retrain_lr:g}"
+    tag += "" if args.saliency == "auto" else f"_{args.saliency}"
     folder = out / "runs" / f"{pattern}_{method}_{target:g}x_{args.crossbar}{tag}"
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())
@@ -61,12 +66,14 @@ def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
         dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
         limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
         resume=resume, epochs=0, optim=OptimConfig(), eval_each_epoch=False,
+        execution=Execution(precision=args.precision, channels_last=args.channels_last),
     )
     prune = PruneConfig(
         pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
         allocation=args.allocation,
         dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
         prune_lr=args.prune_lr, retrain_lr=args.retrain_lr, bn_recalibrate=args.bn_recalibrate,
+        saliency=args.saliency,
     )
     return run_prune(run, prune)
 
@@ -101,12 +108,14 @@ def markdown(summary: dict) -> str:
             else:
                 cells += ["-", "-"]
         lines.append(f"| {pattern} | " + " | ".join(cells) + " |")
-    lines += ["", "All runs:", "", "| pattern | method | target | compression | crossbars | accuracy | loss (pt) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "All runs:", "",
+              "| pattern | method | saliency | target | compression | crossbars | accuracy | loss (pt) |",
+              "|---|---|---|---|---|---|---|---|"]
     for pattern, info in summary["patterns"].items():
         for r in info["runs"]:
             lines.append(
-                f"| {pattern} | {r['method']} | {r['target_compression']:g} | {r['compression']:.2f}x | "
+                f"| {pattern} | {r['method']} | {r['saliency']} | {r['target_compression']:g} | "
+                f"{r['compression']:.2f}x | "
                 f"{r['crossbars_pruned']} | {100 * r['accuracy_pruned']:.2f}% | {r['accuracy_loss_points']:+.2f} |"
             )
     return "\n".join(lines) + "\n"
@@ -127,9 +136,14 @@ def main(argv=None) -> int:
     # rewritten after every run, so a cut-short benchmark still leaves a consistent table
     for target in targets:
         for pattern in patterns:
-            res = _run(args, out, pattern, target, args.method)
+            try:
+                res = _run(args, out, pattern, target, args.method)
+            except ConfigError as exc:  # e.g. filter pruning cannot reach the target
+                print(f"{pattern} {target:g}x: not reachable: {exc}", flush=True)
+                summary.setdefault("unreachable", {})[f"{pattern} {target:g}x"] = str(exc)
+                continue
             runs[pattern].append({k: res[k] for k in (
-                "method", "target_compression", "compression", "crossbars_pruned", "crossbars_dense",
+                "method", "saliency", "target_compression", "compression", "crossbars_pruned", "crossbars_dense",
                 "accuracy_dense", "accuracy_pruned", "accuracy_loss_points", "epochs")})
             summary["accuracy_dense"] = res["accuracy_dense"]
             summary["epochs"] = {"dense": res["epochs"]["dense"], "prune": args.prune_epochs,

@@ -16,7 +16,7 @@ from pathlib import Path
 from pimprune.checkpoint import save_json, save_text
 from pimprune.pipeline import PruneConfig, RunConfig, run_prune
 from pimprune.runtime import provenance
-from pimprune.training import OptimConfig
+from pimprune.training import Execution, OptimConfig
 
 
 def parse(argv=None):
@@ -33,6 +33,9 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-recalibrate", type=int, default=0,
                    help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
+    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -44,23 +47,26 @@ def main(argv=None) -> int:
     for budget in args.budgets.split(","):
         pe, re_ = (int(x) for x in budget.split("+"))
         for method in args.methods.split(","):
-            folder = out / "runs" / f"{args.pattern}_{method}_{pe}+{re_}_{args.target:g}x_{args.crossbar}"
+            tag = "" if args.saliency == "auto" else f"_{args.saliency}"
+            folder = out / "runs" / f"{args.pattern}_{method}_{pe}+{re_}_{args.target:g}x_{args.crossbar}{tag}"
             if (folder / "result.json").exists():
                 res = json.loads((folder / "result.json").read_text())
             else:
                 run = RunConfig(dataset=args.dataset, limit_train=args.limit_train, seed=args.seed,
                                 device=args.device, out=str(folder), resume=(folder / "checkpoint.pt").exists(),
-                                epochs=0, optim=OptimConfig(), eval_each_epoch=False)
+                                epochs=0, optim=OptimConfig(), eval_each_epoch=False,
+                                execution=Execution(precision=args.precision, channels_last=args.channels_last))
                 prune = PruneConfig(pattern=args.pattern, crossbar=args.crossbar, target_compression=args.target,
                                     method=method, dense=args.dense, prune_epochs=pe, retrain_epochs=re_,
-                                    bn_recalibrate=args.bn_recalibrate)
+                                    bn_recalibrate=args.bn_recalibrate, saliency=args.saliency)
                 res = run_prune(run, prune)
-            rows.append({"method": method, "prune_epochs": pe, "retrain_epochs": re_, "total_epochs": pe + re_,
+            rows.append({"method": method, "saliency": res.get("saliency", "magnitude"),
+                         "prune_epochs": pe, "retrain_epochs": re_, "total_epochs": pe + re_,
                          "compression": res["compression"], "accuracy_dense": res["accuracy_dense"],
                          "accuracy_pruned": res["accuracy_pruned"], "loss_points": res["accuracy_loss_points"]})
             print(rows[-1], flush=True)
-    lines = [f"{args.pattern} on {args.crossbar}, target {args.target:g}x, dense accuracy "
-             f"{100 * rows[0]['accuracy_dense']:.2f}%", "",
+    lines = [f"{args.pattern} on {args.crossbar}, target {args.target:g}x, saliency {rows[0]['saliency']}, "
+             f"dense accuracy {100 * rows[0]['accuracy_dense']:.2f}%", "",
              "| epochs (prune+retrain) | method | compression | accuracy | loss (pt) |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['prune_epochs']}+{r['retrain_epochs']} | {r['method']} | {r['compression']:.2f}x | "

@@ -130,17 +130,21 @@ def test_map_and_evaluate_agree_with_result(issue3, capsys):
     assert evaluated["accuracy"] == pytest.approx(result["accuracy_pruned"], abs=1e-12)
 
 
-@pytest.mark.parametrize("method", ["admm", "oneshot", "gradual"])
-def test_every_method_runs_to_budget(dense, method, tmp_path):
+@pytest.mark.parametrize(
+    ("method", "saliency"),
+    [("admm", "auto"), ("oneshot", "auto"), ("gradual", "auto"), ("oneshot", "activation"), ("gradual", "magnitude")],
+)
+def test_every_method_runs_to_budget(dense, method, saliency, tmp_path):
     out = tmp_path / method
     argv = [
         "prune", *TINY, "--dense", str(dense / "model.pt"), "--method", method,
         "--pattern", "subrow", "--crossbar", "16x16", "--target-compression", "4",
-        "--admm-epochs", "1", "--retrain-epochs", "1", "--out", str(out),
+        "--admm-epochs", "1", "--retrain-epochs", "1", "--saliency", saliency, "--out", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == method
+    assert result["saliency"] == ("fisher" if saliency == "auto" else saliency)
     assert 0 < result["crossbars_pruned"] <= result["crossbars_dense"] // 4
     assert result["compression"] >= 4
     stages = [row["stage"] for row in result["history"]]
@@ -169,6 +173,8 @@ def test_result_files_record_config_seed_versions(dense, issue3):
     prune = json.loads((issue3 / "result.json").read_text())
     assert prune["config"]["prune"]["target_compression"] == 8
     assert prune["resolved"]["method"] == "gradual"
+    assert prune["config"]["prune"]["saliency"] == "auto"
+    assert prune["saliency"] == prune["resolved"]["saliency"] == "fisher"  # auto for subrow
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):

@@ -109,10 +109,11 @@ def count_writes(monkeypatch, argv) -> int:
     [
         ("prune", ["--method", "admm"]),
         ("prune", ["--method", "gradual"]),
+        ("prune", ["--method", "gradual", "--saliency", "fisher", "--saliency-batches", "2"]),
         ("prune", ["--method", "oneshot"]),
         ("train", ["--epochs", "2"]),
     ],
-    ids=["admm", "gradual", "oneshot", "train"],
+    ids=["admm", "gradual", "gradual-fisher", "oneshot", "train"],
 )
 def test_interrupt_at_every_checkpoint_then_resume(command, extra, tmp_path, monkeypatch, capsys):
     base = [command, *TINY, *(PRUNE if command == "prune" else []), *extra]

@@ -11,11 +11,14 @@ network's crossbar budget is shared among layers:
 ``global``
     The units (:class:`pimprune.patterns.Units`) of all prunable layers are
     ranked together and taken greedily, best gain per crossbar first, until the
-    network budget is used. Gains are normalised per layer by the layer's mean
-    energy per dense crossbar (total squared weight / dense count), so a unit
-    scores how much better than the layer's average crossbar it is; layers of
-    different weight scale (e.g. different fan-in) then compare fairly, and
-    every layer's best unit scores at least 1.
+    network budget is used. Unless ``normalize_layers`` is off, gains are
+    normalised per layer by the layer's mean energy per dense crossbar (total
+    squared weight / dense count), so a unit scores how much better than the
+    layer's average crossbar it is; layers of different weight scale (e.g.
+    different fan-in) then compare fairly, and every layer's best unit scores
+    at least 1. Weights already scaled to comparable units (the ``fisher``
+    saliency of :mod:`pimprune.saliency`, an estimate of the loss increase) are
+    ranked as they are.
 ``file``
     Budgets come from a YAML file mapping layer name to a crossbar budget
     (``layer1.0.conv1: 3`` or ``{crossbars: 3}``) or to a compression
@@ -84,6 +87,11 @@ class PruneTarget:
             budget allows. Without it, a layer of a single crossbar (e.g. a 1x1
             residual shortcut) has no unit scoring above 1 after normalisation and
             is the first to go, which cuts the shortcut of its block.
+        normalize_layers: With ``global`` allocation, divide each layer's unit gains
+            by the layer's mean energy per dense crossbar (each ``filter`` group's
+            channel importances by their mean). Turn it off when the weights given
+            to the projector are already in units comparable across layers (the
+            ``fisher`` saliency, :mod:`pimprune.saliency`).
     """
 
     pattern: str
@@ -93,6 +101,7 @@ class PruneTarget:
     budgets_file: str | None = None
     keep_dense: tuple[str, ...] = (KEEP_FIRST, KEEP_LAST)
     keep_every_layer: bool = True
+    normalize_layers: bool = True
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
@@ -349,7 +358,7 @@ class _GlobalAllocator(_Allocator):
         gains, costs, chains, positions = [], [], [], []
         offset = 0
         for n, u in units.items():
-            energy = _energy(mats[n])
+            energy = _energy(mats[n]) if self.proj.target.normalize_layers else 0.0
             scale = self.proj.prunable_dense[n] / energy if energy > 0 else 1.0
             gains.append(u.gains * scale)
             costs.append(u.costs)
@@ -451,10 +460,14 @@ def _filter_uniform(
 def _filter_global(strategy: _FilterStrategy, importance: list[torch.Tensor]) -> list[torch.Tensor]:
     """Fewest channels, lowest normalised importance first, removed to meet the budget."""
     budget = strategy.proj.network_budget
+    normalize = strategy.proj.target.normalize_layers
     scores, group_ids, channel_ids = [], [], []
     for gi, imp in enumerate(importance):
         mean = float(imp.mean()) if imp.numel() else 0.0
-        norm = imp / mean if mean > 0 else torch.zeros_like(imp)
+        if not normalize:
+            norm = imp
+        else:
+            norm = imp / mean if mean > 0 else torch.zeros_like(imp)
         keep_best = torch.argmax(imp)
         others = torch.tensor(
             [c for c in range(imp.numel()) if c != int(keep_best)], dtype=torch.int64

@@ -68,7 +68,7 @@ from pimprune.geometry import Crossbar
 from pimprune.masking import apply_masks, get_masks
 from pimprune.matrices import extract_layers
 from pimprune.runtime import Runtime, init_runtime, provenance
-from pimprune.training import OptimConfig, evaluate, make_optimizer, seed_everything, train_epoch
+from pimprune.training import Execution, OptimConfig, evaluate, make_optimizer, seed_everything, train_epoch
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
@@ -117,6 +117,8 @@ class RunConfig:
         optim: Optimizer of dense training.
         eval_each_epoch: Evaluate on the test split after every epoch (else only
             at the end of each run; saves time in benchmarks and the demo).
+        execution: Mixed precision and memory format of the training and
+            evaluation steps (:class:`pimprune.training.Execution`).
     """
 
     model: str = "resnet18"
@@ -135,6 +137,7 @@ class RunConfig:
     epochs: int = 10
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval_each_epoch: bool = True
+    execution: Execution = field(default_factory=Execution)
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 0, 100_000)
@@ -179,6 +182,11 @@ class PruneConfig:
             statistics right after hard pruning (0: keep the dense statistics). The
             pruned network's activations differ from the dense one's, and stale
             statistics can drop a briefly retrained model to chance accuracy.
+        saliency: What the masks keep (:mod:`pimprune.saliency`): ``auto`` (the
+            measured best for the pattern), ``magnitude``, ``activation`` or ``fisher``.
+            Used by one-shot and gradual pruning and by ADMM's final hard prune
+            (ADMM's Z-steps stay Euclidean projections).
+        saliency_batches: Training batches read to compute a data-driven saliency.
     """
 
     pattern: str = "subrow"
@@ -196,11 +204,15 @@ class PruneConfig:
     admm: ADMMConfig = field(default_factory=ADMMConfig)
     updates_per_epoch: int = 4
     bn_recalibrate: int = 50
+    saliency: str = "auto"
+    saliency_batches: int = 16
 
     def __post_init__(self) -> None:
         from pimprune.patterns import PATTERNS
+        from pimprune.saliency import resolve_saliency
 
         PATTERNS.get(self.pattern)
+        resolve_saliency(self.saliency, self.pattern)
         Crossbar.parse(self.crossbar)
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
@@ -211,6 +223,7 @@ class PruneConfig:
         _check_int("retrain epochs", self.retrain_epochs, 0, 100_000)
         _check_int("updates per epoch", self.updates_per_epoch, 1, 100_000)
         _check_int("bn recalibrate batches", self.bn_recalibrate, 0, 1_000_000)
+        _check_int("saliency batches", self.saliency_batches, 1, 1_000_000)
         for name in ("prune_lr", "retrain_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v <= 10):
@@ -334,7 +347,7 @@ def _new_model(ctx: _Context) -> nn.Module:
     from pimprune.models import create_model
 
     seed_everything(ctx.run.seed)
-    return create_model(ctx.spec).to(ctx.rt.device)
+    return ctx.run.execution.model(create_model(ctx.spec).to(ctx.rt.device))
 
 
 def _finished(ctx: _Context) -> dict:
@@ -473,7 +486,9 @@ def _run_stage(
         ctx.train_loader.set_epoch(epoch_offset + epoch)
         desc = f"{stage} {epoch + 1}/{epochs}"
         try:
-            stats = train_epoch(net, ctx.train_loader, opt, sched, optim, ctx.rt.device, desc=desc)
+            stats = train_epoch(
+                net, ctx.train_loader, opt, sched, optim, ctx.rt.device, desc=desc, execution=ctx.run.execution
+            )
         except TrainingError as exc:
             kept = (
                 f"the last good checkpoint ({ck.state['stage']} epoch {ck.state['epoch']}) stays in {ck.path}"
@@ -484,7 +499,9 @@ def _run_stage(
         ctx.rt.sync_module(model)
         test_acc = None
         if ctx.run.eval_each_epoch or epoch + 1 == epochs:
-            test_acc = evaluate(model, ctx.test_loader, ctx.rt.device, desc=f"{stage} eval")["accuracy"]
+            test_acc = evaluate(
+                model, ctx.test_loader, ctx.rt.device, desc=f"{stage} eval", execution=ctx.run.execution
+            )["accuracy"]
         row = {
             "stage": stage,
             "epoch": epoch + 1,
@@ -595,7 +612,7 @@ def run_train(run: RunConfig) -> dict:
         if ck.state:
             _restore_model(model, ck)
         _run_stage(ctx, ck, model, "dense", run.epochs, run.optim, 0)
-        test = evaluate(model, ctx.test_loader, rt.device, desc="final eval")
+        test = evaluate(model, ctx.test_loader, rt.device, desc="final eval", execution=run.execution)
         result = {
             "kind": "train",
             "model": run.model,
@@ -654,8 +671,10 @@ class _Gradual:
         total_steps: int,
         every: int,
         rt: Runtime,
+        score: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = dict,
     ) -> None:
         self.model = model
+        self.score = score
         self.make_projector = make_projector
         self.target = target
         self.total = max(total_steps, 1)
@@ -668,7 +687,7 @@ class _Gradual:
         c = _gradual_target(self.target, self.steps / self.total)
         projector = self.make_projector(c)
         weights = {n: p.detach() for n, p in _named_effective(self.model, projector.params).items()}
-        apply_masks(self.model, self.rt.broadcast_tensors(projector(weights)))
+        apply_masks(self.model, self.rt.broadcast_tensors(projector(self.score(weights))))
 
     def attach(self, opt: torch.optim.Optimizer) -> None:
         """Count optimizer steps and update the masks every ``every`` of them."""
@@ -700,7 +719,7 @@ def _load_dense(path: str, ctx: _Context) -> tuple[nn.Module, dict]:
                 f"{ctx.run.dataset} needs {getattr(ctx.spec, key)}; train a baseline on this dataset"
             )
     ctx.spec = ModelSpec.from_dict(spec_saved)
-    return model.to(ctx.rt.device), meta
+    return ctx.run.execution.model(model.to(ctx.rt.device)), meta
 
 
 def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
@@ -711,12 +730,15 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
     """
     from pimprune.budgets import Projector, PruneTarget
     from pimprune.patterns import get_pattern
+    from pimprune.saliency import calibration_batches, get_saliency, resolve_saliency
 
     t0 = time.time()
     total_epochs = prune.prune_epochs + prune.retrain_epochs
     method = prune.method if prune.method != "auto" else auto_method(total_epochs)
     xbar = Crossbar.parse(prune.crossbar)
     pattern = get_pattern(prune.pattern)
+    saliency_name = resolve_saliency(prune.saliency, prune.pattern)
+    saliency = get_saliency(saliency_name)
     target = PruneTarget(
         pattern=prune.pattern,
         crossbar=xbar,
@@ -724,6 +746,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         allocation=prune.allocation,
         budgets_file=prune.budgets_file,
         keep_dense=tuple(prune.keep_dense),
+        normalize_layers=not saliency.comparable_across_layers,
     )
     rt = init_runtime(run.device)
     try:
@@ -769,7 +792,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                 model.load_state_dict(ck.state["dense_state"])
         acc_dense = ck.state.get("accuracy_dense")
         if acc_dense is None:
-            acc_dense = evaluate(model, ctx.test_loader, dev, desc="dense eval")["accuracy"]
+            acc_dense = evaluate(model, ctx.test_loader, dev, desc="dense eval", execution=run.execution)["accuracy"]
             ck.save(accuracy_dense=acc_dense)
         if rt.is_main:
             print(f"dense accuracy {acc_dense:.4f}", flush=True)
@@ -777,6 +800,14 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         steps = len(ctx.train_loader)
         every = max(1, steps // prune.updates_per_epoch)
         prune_optim = dataclasses.replace(run.optim, lr=prune.prune_lr)
+
+        def saliency_factors(epoch: int) -> dict[str, torch.Tensor]:
+            """Saliency factors from the first batches of ``epoch``'s order (same on resume)."""
+            if not saliency.needs_data:
+                return {}
+            ctx.train_loader.set_epoch(epoch)
+            batches = calibration_batches(ctx.train_loader, prune.saliency_batches)
+            return saliency.factors(model, projector.params, batches, dev)
 
         # 2. pruning epochs ------------------------------------------------------
         stage = ck.state.get("stage")
@@ -805,7 +836,12 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                 def make(c: float) -> Projector:
                     return Projector(model, dataclasses.replace(target, target_compression=c), example)
 
-                grad = _Gradual(model, make, target.target_compression, prune.prune_epochs * steps, every, rt)
+                # the saliency of the model entering the stage, kept for every mask update
+                factors = ck.state["saliency_factors"] if stage == "gradual" else saliency_factors(dense_epochs)
+                grad = _Gradual(
+                    model, make, target.target_compression, prune.prune_epochs * steps, every, rt,
+                    score=lambda w: saliency.scaled(w, factors),
+                )
                 if stage != "gradual":
                     ones = {
                         n: torch.ones_like(p, dtype=torch.bool)
@@ -821,11 +857,12 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                     prune_optim,
                     dense_epochs,
                     attach=grad.attach,
-                    state_extra=lambda: {"gradual_steps": grad.steps},
+                    state_extra=lambda: {"gradual_steps": grad.steps, "saliency_factors": _cpu_clone(factors)},
                     load_extra=lambda s: setattr(grad, "steps", int(s["gradual_steps"])),
                 )
-            # hard prune to the projection of the current weights (rank 0's masks)
+            # hard prune to the projection of the current (saliency-scaled) weights, rank 0's masks
             weights = {n: p.detach() for n, p in _named_effective(model, projector.params).items()}
+            weights = saliency.scaled(weights, saliency_factors(dense_epochs + prune.prune_epochs))
             apply_masks(model, rt.broadcast_tensors(projector(weights)))
             if prune.bn_recalibrate:
                 ctx.train_loader.set_epoch(dense_epochs + prune.prune_epochs)
@@ -850,7 +887,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             dataclasses.replace(run.optim, lr=prune.retrain_lr),
             dense_epochs + prune.prune_epochs,
         )
-        test = evaluate(model, ctx.test_loader, dev, desc="final eval")
+        test = evaluate(model, ctx.test_loader, dev, desc="final eval", execution=run.execution)
         projection = ck.state["projection"]
 
         # 4. count and write -----------------------------------------------------
@@ -869,6 +906,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             "scheme": scheme,
             "crossbar": str(xbar),
             "method": method,
+            "saliency": saliency_name,
             "accuracy_dense": acc_dense,
             "accuracy_pruned": test["accuracy"],
             "accuracy_loss_points": round(100 * (acc_dense - test["accuracy"]), 3),
@@ -892,7 +930,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                 "prune": config_dict(prune),
                 "spec": ctx.spec.to_dict(),
             },
-            "resolved": _resolved(ctx, method=method, update_every_steps=every),
+            "resolved": _resolved(ctx, method=method, saliency=saliency_name, update_every_steps=every),
             "seed": run.seed,
             "resumed_from": ck.resumed_from,
             "wall_time_s": round(time.time() - t0, 1),
@@ -977,7 +1015,7 @@ def run_evaluate(path: str, run: RunConfig) -> dict:
                 f"{info.num_classes} and {info.in_channels}; "
                 "evaluate it on the dataset it was trained on"
             )
-        test = evaluate(model, test_loader, rt.device)
+        test = evaluate(run.execution.model(model), test_loader, rt.device, execution=run.execution)
         return {"model": str(path), "dataset": run.dataset, **test, "meta": meta}
     finally:
         rt.close()

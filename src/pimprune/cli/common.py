@@ -66,6 +66,14 @@ def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--out", required=out_required, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, or bf16 for autocast mixed precision (the GPU protocol; default fp32)",
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory format (faster on tensor-core GPUs)"
+    )
 
 
 def add_optim_args(p: argparse.ArgumentParser, lr: float = 0.1) -> None:
@@ -80,7 +88,7 @@ def add_optim_args(p: argparse.ArgumentParser, lr: float = 0.1) -> None:
 def run_config(args: argparse.Namespace, epochs: int):
     """Build a :class:`pimprune.pipeline.RunConfig` from parsed arguments."""
     from pimprune.pipeline import RunConfig
-    from pimprune.training import OptimConfig
+    from pimprune.training import Execution, OptimConfig
 
     out = args.out
     if out is not None and not out.strip():
@@ -100,6 +108,9 @@ def run_config(args: argparse.Namespace, epochs: int):
         out=out or "",
         resume=args.resume,
         epochs=epochs,
+        execution=Execution(
+            precision=getattr(args, "precision", "fp32"), channels_last=getattr(args, "channels_last", False)
+        ),
         optim=OptimConfig(
             lr=args.lr,
             momentum=args.momentum,

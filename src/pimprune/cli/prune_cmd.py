@@ -97,6 +97,18 @@ def add_parser(sub) -> None:
         default=50,
         help="batches to re-estimate batch-norm statistics after hard pruning (0: off; default 50)",
     )
+    p.add_argument(
+        "--saliency",
+        default="auto",
+        help="what the masks keep: magnitude, activation, fisher, or auto (the measured best "
+        "for the pattern: fisher, magnitude for filter; default auto)",
+    )
+    p.add_argument(
+        "--saliency-batches",
+        type=positive_int,
+        default=16,
+        help="training batches read to compute the activation or fisher saliency (default 16)",
+    )
     p.set_defaults(func=run)
 
 
@@ -122,6 +134,8 @@ def prune_config(args: argparse.Namespace):
         admm=ADMMConfig(rho=args.rho, rho_final=max(args.rho_final, args.rho)),
         updates_per_epoch=args.updates_per_epoch,
         bn_recalibrate=args.bn_recalibrate,
+        saliency=args.saliency,
+        saliency_batches=args.saliency_batches,
     )
 
 
