@@ -78,7 +78,7 @@ def test_issue3_files_and_pruned_zeros(issue3):
     assert PRUNE_KEYS <= set(result)
     assert result["pattern"] == meta["pattern"] == "subrow"
     assert result["crossbar"] == meta["crossbar"] == "32x32"
-    assert result["method"] == "gradual"  # auto picks gradual for 2 epochs
+    assert result["method"] == "oneshot"  # auto: the measured winner for 2 epochs
     assert sorted(issue3.iterdir()) == [issue3 / n for n in ("model.json", "model.pt", "result.json")]
 
     state = torch.load(issue3 / "model.pt", weights_only=True)
@@ -172,7 +172,7 @@ def test_result_files_record_config_seed_versions(dense, issue3):
             assert isinstance(result["provenance"]["git_revision"], str)
     prune = json.loads((issue3 / "result.json").read_text())
     assert prune["config"]["prune"]["target_compression"] == 8
-    assert prune["resolved"]["method"] == "gradual"
+    assert prune["resolved"]["method"] == "oneshot"
     assert prune["config"]["prune"]["saliency"] == "auto"
     assert prune["saliency"] == prune["resolved"]["saliency"] == "fisher"  # auto for subrow
 

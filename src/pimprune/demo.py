@@ -147,6 +147,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         {
             "pattern": "dense",
             "method": "-",
+            "saliency": "-",
             "accuracy": acc_dense,
             "crossbars": dense_cost.crossbars,
             "compression": 1.0,
@@ -159,6 +160,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             {
                 "pattern": pattern,
                 "method": res["method"],
+                "saliency": res.get("saliency", "-"),
                 "accuracy": res["accuracy_pruned"],
                 "crossbars": res["crossbars_pruned"],
                 "compression": res["compression"],
@@ -186,14 +188,15 @@ def run_demo(cfg: DemoConfig) -> dict:
 def format_table(table: list[dict], acc_dense: float) -> str:
     """The side-by-side table as Markdown."""
     lines = [
-        "| pattern | method | accuracy | loss (points) | crossbars | compression "
+        "| pattern | method | saliency | accuracy | loss (points) | crossbars | compression "
         "| energy / inference (nJ) | area (mm^2) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         loss = 100 * (acc_dense - r["accuracy"])
         lines.append(
-            f"| {r['pattern']} | {r['method']} | {100 * r['accuracy']:.2f}% | {loss:+.2f} | {r['crossbars']} | "
+            f"| {r['pattern']} | {r['method']} | {r.get('saliency', '-')} | {100 * r['accuracy']:.2f}% | {loss:+.2f} "
+            f"| {r['crossbars']} | "
             f"{r['compression']:.2f}x | {r['energy_nj']:.1f} | {r['area_mm2']:.3f} |"
         )
     return "\n".join(lines)
