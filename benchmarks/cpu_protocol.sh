@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU protocol (2 cores, about an hour): Fashion-MNIST, ResNet18 width 0.25 (stride-2 stem),
+# CPU protocol (2 cores, about 80 minutes wall with the two lanes below, measured 2026-11-27): Fashion-MNIST, ResNet18 width 0.25 (stride-2 stem),
 # 32x32 crossbars (the tiling of full ResNet18 on 128x128). Starts from the dense checkpoint
 # shipped with pimprune (15 epochs, trained by `pimprune train ... --epochs 15`, see docs/results.md).
 # Every pattern runs with its `auto` saliency (fisher; magnitude for filter, the measured best).
@@ -34,9 +34,13 @@ if [[ $LANE == *b* ]]; then
     --patterns subcolumn,crossbar --no-control --method oneshot --prune-epochs 1 --retrain-epochs 2 \
     --out "$OUT/table_32x32_b"
   # 5. a longer budget (3 + 3 epochs) at 8x and 16x
-  python benchmarks/compression_table.py "${RUN[@]}" --crossbar 32x32 --targets 8,16 \
+  python benchmarks/compression_table.py "${RUN[@]}" --crossbar 32x32 --targets 4,6,8,16 \
     --patterns subrow,filter,row,crossbar --method oneshot --no-control --prune-epochs 3 --retrain-epochs 3 \
     --out "$OUT/table_6ep"
+  # 6. 12 epochs (6 + 6) at 4x and 8x
+  python benchmarks/compression_table.py "${RUN[@]}" --crossbar 32x32 --targets 4,8 \
+    --patterns subrow,filter,row,crossbar --method oneshot --no-control --prune-epochs 6 --retrain-epochs 6 \
+    --out "$OUT/table_12ep"
   python benchmarks/design_space.py "${RUN[@]}" --pattern subrow --rows 128,256 --cols 32,64,128 \
     --targets 2,3,4,6,8,12 --bound 1.0 --stop-margin 0.5 --out "$OUT/design_space"
 fi

@@ -147,3 +147,15 @@ def test_auto_resolves_per_pattern():
     assert resolve_saliency("activation", "filter") == "activation"
     with pytest.raises(UnknownNameError):
         resolve_saliency("best", "subrow")
+
+
+def test_fisher_refuses_an_all_zero_signal():
+    from pimprune.errors import ConfigError
+
+    net = ConvNet().eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.tensor([100.0, -100.0, -100.0]))  # always class 0, loss exactly 0
+    data = [(x, torch.zeros_like(y)) for x, y in batches(2)]
+    with pytest.raises(ConfigError, match="fisher saliency is zero everywhere.*--saliency magnitude"):
+        get_saliency("fisher").factors(net, ["conv.weight"], data, torch.device("cpu"))

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from pimprune.errors import ConfigError
 from pimprune.masking import effective_parameter, masked_parameter
 from pimprune.registry import Registry
 
@@ -219,6 +220,11 @@ class FisherSaliency(Saliency):
                 n += 1
         finally:
             model.train(was_training)
+        if n and not any(bool(a.any()) for a in acc):
+            raise ConfigError(
+                "the fisher saliency is zero everywhere (the model fits its calibration batches exactly, "
+                "so every gradient is 0); prune with --saliency magnitude or activation"
+            )
         return {p: (a / max(n, 1)).sqrt().float() for p, a in zip(params, acc, strict=True)}
 
 
