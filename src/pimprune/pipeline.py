@@ -185,8 +185,8 @@ class PruneConfig:
             statistics can drop a briefly retrained model to chance accuracy.
         saliency: What the masks keep (:mod:`pimprune.saliency`): ``auto`` (the
             measured best for the pattern), ``magnitude``, ``activation`` or ``fisher``.
-            Used by one-shot and gradual pruning and by ADMM's final hard prune
-            (ADMM's Z-steps stay Euclidean projections).
+            Used by one-shot and gradual pruning and by ADMM (its Z-steps project
+            in the saliency-weighted norm, and the final hard prune).
         saliency_batches: Training batches read to compute a data-driven saliency.
     """
 
@@ -818,7 +818,16 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             if method == "admm" and prune.prune_epochs > 0:
                 admm_cfg = dataclasses.replace(prune.admm, update_every=every)
                 total_updates = max(1, prune.prune_epochs * steps // every)
-                admm = ADMM(model, projector, projector.params, admm_cfg, total_updates)
+                # Z-step in the saliency-weighted norm: the mask keeps the units of most w^2 s^2
+                # (the same allocation as the final hard prune), Z keeps the values of W + U
+                factors = ck.state["saliency_factors"] if stage == "admm" else saliency_factors(dense_epochs)
+                admm = ADMM(
+                    model,
+                    lambda w: projector(saliency.scaled(w, factors)),
+                    projector.params,
+                    admm_cfg,
+                    total_updates,
+                )
                 _run_stage(
                     ctx,
                     ck,
@@ -828,7 +837,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                     prune_optim,
                     dense_epochs,
                     attach=admm.attach,
-                    state_extra=lambda: {"admm": admm.state_dict()},
+                    state_extra=lambda: {"admm": admm.state_dict(), "saliency_factors": _cpu_clone(factors)},
                     load_extra=lambda s: admm.load_state_dict(s["admm"]),
                 )
                 _dump_rank_state(rt, "admm", admm.state_dict)

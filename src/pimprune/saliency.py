@@ -9,8 +9,8 @@ weight's shape (or broadcastable to it); the projection is then run on ``w * s``
 budgets and the counting rules do not change: only which units look important.
 
 ``magnitude``
-    ``s = 1``. The classic criterion (and the ADMM Z-step's Euclidean
-    projection).
+    ``s = 1``. The classic criterion (ADMM's Z-step is then the Euclidean
+    projection; with another saliency it projects in the weighted norm).
 ``activation``
     Layer-wise optimal brain damage in the units of the layer's normalised
     output: ``s[o, i] = b[o] * a[i]`` where ``a[i]`` is the root mean square of
