@@ -15,23 +15,20 @@ CPU protocol (2 cores, about an hour): see docs/results.md for the command.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from harness import add_prune_run_args, cached_prune
+
 from pimprune.checkpoint import save_json, save_text
 from pimprune.errors import ConfigError
-from pimprune.pipeline import PruneConfig, RunConfig, run_prune
 from pimprune.runtime import provenance
-from pimprune.training import Execution, OptimConfig
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dense", required=True, help="dense model.pt (trained to its plateau)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data-dir", default=None)
+    add_prune_run_args(p)
     p.add_argument("--patterns", default="subrow,subcolumn,row,filter,crossbar,unstructured")
     p.add_argument("--targets", default="4,8,16,24,32", help="comma-separated target compressions")
     p.add_argument("--crossbar", default="32x32")
@@ -41,15 +38,6 @@ def parse(argv=None):
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--prune-lr", type=float, default=0.01)
     p.add_argument("--retrain-lr", type=float, default=0.01)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bn-recalibrate", type=int, default=0,
-                   help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
-    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
     p.add_argument("--no-control", action="store_true", help="skip the dense control row")
     p.add_argument("--out", required=True, help="results folder")
     return p.parse_args(argv)
@@ -59,23 +47,11 @@ def _run(args, out: Path, pattern: str, target: float, method: str) -> dict:
     tag = "" if args.allocation == "global" and args.retrain_lr == 0.01 else f"_{args.allocation}_lr{args.retrain_lr:g}"
     tag += "" if args.saliency == "auto" else f"_{args.saliency}"
     folder = out / "runs" / f"{pattern}_{method}_{target:g}x_{args.crossbar}{tag}"
-    if (folder / "result.json").exists():
-        return json.loads((folder / "result.json").read_text())
-    resume = (folder / "checkpoint.pt").exists()
-    run = RunConfig(
-        dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
-        limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
-        resume=resume, epochs=0, optim=OptimConfig(), eval_each_epoch=False,
-        execution=Execution(precision=args.precision, channels_last=args.channels_last),
+    return cached_prune(
+        args, folder, pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
+        allocation=args.allocation, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
+        prune_lr=args.prune_lr, retrain_lr=args.retrain_lr,
     )
-    prune = PruneConfig(
-        pattern=pattern, crossbar=args.crossbar, target_compression=target, method=method,
-        allocation=args.allocation,
-        dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs,
-        prune_lr=args.prune_lr, retrain_lr=args.retrain_lr, bn_recalibrate=args.bn_recalibrate,
-        saliency=args.saliency,
-    )
-    return run_prune(run, prune)
 
 
 def best_at(rows: list[dict], bound: float) -> dict | None:

@@ -17,10 +17,11 @@ Finished runs are skipped, so a killed benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from harness import add_prune_run_args, cached_prune
 
 from pimprune.checkpoint import load_model, save_json, save_text
 from pimprune.cost import network_cost
@@ -28,15 +29,12 @@ from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.hardware import load_preset
 from pimprune.patterns import get_pattern
-from pimprune.pipeline import PruneConfig, RunConfig, run_prune
 from pimprune.runtime import provenance
-from pimprune.training import Execution, OptimConfig
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dense", required=True, help="dense model.pt (trained to its plateau)")
-    p.add_argument("--dataset", default="fashion-mnist")
+    add_prune_run_args(p)
     p.add_argument("--pattern", default="subrow")
     p.add_argument("--rows", default="32,64,128,256", help="crossbar rows, comma-separated")
     p.add_argument("--cols", default="32,64,128", help="crossbar columns, comma-separated")
@@ -46,29 +44,9 @@ def parse(argv=None):
     p.add_argument("--method", default="oneshot")
     p.add_argument("--prune-epochs", type=int, default=1)
     p.add_argument("--retrain-epochs", type=int, default=2)
-    p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--hardware", default="isaac", help="hardware preset or .yaml/.json file")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
-
-
-def _prune(args, folder: Path, xbar: Crossbar, target: float) -> dict:
-    if (folder / "result.json").exists():
-        return json.loads((folder / "result.json").read_text())
-    run = RunConfig(
-        dataset=args.dataset, limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
-        resume=(folder / "checkpoint.pt").exists(), epochs=0, optim=OptimConfig(), eval_each_epoch=False,
-        execution=Execution(precision=args.precision, channels_last=args.channels_last),
-    )
-    prune = PruneConfig(
-        pattern=args.pattern, crossbar=str(xbar), target_compression=target, method=args.method,
-        dense=args.dense, prune_epochs=args.prune_epochs, retrain_epochs=args.retrain_epochs, bn_recalibrate=0,
-    )
-    return run_prune(run, prune)
 
 
 def _cost(model_path: Path, xbar: Crossbar, scheme: str, hw, input_shape) -> dict:
@@ -127,7 +105,9 @@ def main(argv=None) -> int:
         for target in targets:
             folder = out / "runs" / f"{args.pattern}_{args.method}_{target:g}x_{xbar}"
             try:
-                res = _prune(args, folder, xbar, target)
+                res = cached_prune(args, folder, pattern=args.pattern, crossbar=str(xbar), target_compression=target,
+                                   method=args.method, prune_epochs=args.prune_epochs,
+                                   retrain_epochs=args.retrain_epochs)
             except ConfigError as exc:
                 print(f"{xbar} {target:g}x: not reachable: {exc}", flush=True)
                 break

@@ -1,4 +1,5 @@
-"""Shared timing and command-line harness of the JSON benchmarks (bench_counting, bench_analysis)."""
+"""Shared harness of the benchmarks: timing and JSON output (bench_counting, bench_analysis), and the
+options and cached runs of the pruning benchmarks (compression_table, method_comparison, design_space)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,3 +63,42 @@ def json_main(
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     return 0
+
+
+def add_prune_run_args(p: argparse.ArgumentParser) -> None:
+    """Options every pruning benchmark shares: dense model, data, device, speed settings, saliency."""
+    p.add_argument("--dense", required=True, help="dense model.pt (trained to its plateau)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bn-recalibrate", type=int, default=0,
+                   help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
+    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
+
+
+def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
+    """The result of the finished run in ``folder``, else ``run_prune`` there (continuing a killed run).
+
+    ``args`` carries the options of :func:`add_prune_run_args`; ``prune`` the
+    :class:`pimprune.pipeline.PruneConfig` fields of this run (pattern, crossbar, target...).
+    """
+    from pimprune.pipeline import PruneConfig, RunConfig, run_prune
+    from pimprune.training import Execution, OptimConfig
+
+    if (folder / "result.json").exists():
+        return json.loads((folder / "result.json").read_text())
+    run = RunConfig(
+        dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
+        limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
+        resume=(folder / "checkpoint.pt").exists(), epochs=0, optim=OptimConfig(), eval_each_epoch=False,
+        execution=Execution(precision=args.precision, channels_last=args.channels_last),
+    )
+    config = PruneConfig(
+        dense=args.dense, bn_recalibrate=args.bn_recalibrate, saliency=args.saliency, **prune
+    )
+    return run_prune(run, config)

@@ -9,33 +9,23 @@ so a killed benchmark continues when started again.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from harness import add_prune_run_args, cached_prune
+
 from pimprune.checkpoint import save_json, save_text
-from pimprune.pipeline import PruneConfig, RunConfig, run_prune
 from pimprune.runtime import provenance
-from pimprune.training import Execution, OptimConfig
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dense", required=True)
-    p.add_argument("--dataset", default="fashion-mnist")
+    add_prune_run_args(p)
     p.add_argument("--pattern", default="subrow")
     p.add_argument("--crossbar", default="32x32")
     p.add_argument("--target", type=float, default=16.0)
     p.add_argument("--budgets", default="1+2,4+4", help="prune+retrain epochs, comma-separated")
     p.add_argument("--methods", default="admm,gradual,oneshot")
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bn-recalibrate", type=int, default=0,
-                   help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
-    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -49,17 +39,8 @@ def main(argv=None) -> int:
         for method in args.methods.split(","):
             tag = "" if args.saliency == "auto" else f"_{args.saliency}"
             folder = out / "runs" / f"{args.pattern}_{method}_{pe}+{re_}_{args.target:g}x_{args.crossbar}{tag}"
-            if (folder / "result.json").exists():
-                res = json.loads((folder / "result.json").read_text())
-            else:
-                run = RunConfig(dataset=args.dataset, limit_train=args.limit_train, seed=args.seed,
-                                device=args.device, out=str(folder), resume=(folder / "checkpoint.pt").exists(),
-                                epochs=0, optim=OptimConfig(), eval_each_epoch=False,
-                                execution=Execution(precision=args.precision, channels_last=args.channels_last))
-                prune = PruneConfig(pattern=args.pattern, crossbar=args.crossbar, target_compression=args.target,
-                                    method=method, dense=args.dense, prune_epochs=pe, retrain_epochs=re_,
-                                    bn_recalibrate=args.bn_recalibrate, saliency=args.saliency)
-                res = run_prune(run, prune)
+            res = cached_prune(args, folder, pattern=args.pattern, crossbar=args.crossbar,
+                               target_compression=args.target, method=method, prune_epochs=pe, retrain_epochs=re_)
             rows.append({"method": method, "saliency": res.get("saliency", "magnitude"),
                          "prune_epochs": pe, "retrain_epochs": re_, "total_epochs": pe + re_,
                          "compression": res["compression"], "accuracy_dense": res["accuracy_dense"],
