@@ -815,12 +815,16 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         if stage != "retrain":
             if stage == method:
                 _restore_model(model, ck)
+            # the saliency of the model entering the pruning epochs, kept (and checkpointed)
+            # for every projection in them, so a resumed run projects with the same factors
+            factors: dict[str, torch.Tensor] = {}
+            if method in ("admm", "gradual") and prune.prune_epochs > 0:
+                factors = ck.state["saliency_factors"] if stage == method else saliency_factors(dense_epochs)
             if method == "admm" and prune.prune_epochs > 0:
                 admm_cfg = dataclasses.replace(prune.admm, update_every=every)
                 total_updates = max(1, prune.prune_epochs * steps // every)
                 # Z-step in the saliency-weighted norm: the mask keeps the units of most w^2 s^2
                 # (the same allocation as the final hard prune), Z keeps the values of W + U
-                factors = ck.state["saliency_factors"] if stage == "admm" else saliency_factors(dense_epochs)
                 admm = ADMM(
                     model,
                     lambda w: projector(saliency.scaled(w, factors)),
@@ -846,8 +850,6 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
                 def make(c: float) -> Projector:
                     return Projector(model, dataclasses.replace(target, target_compression=c), example)
 
-                # the saliency of the model entering the stage, kept for every mask update
-                factors = ck.state["saliency_factors"] if stage == "gradual" else saliency_factors(dense_epochs)
                 grad = _Gradual(
                     model, make, target.target_compression, prune.prune_epochs * steps, every, rt,
                     score=lambda w: saliency.scaled(w, factors),

@@ -87,9 +87,8 @@ class Saliency(ABC):
             device: Where the model runs.
         """
 
-    def scaled(
-        self, weights: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def scaled(weights: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``w * s`` for every weight with a factor; others unchanged."""
         out = dict(weights)
         for name, s in factors.items():
