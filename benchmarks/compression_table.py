@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import add_prune_run_args, cached_prune
+from harness import add_prune_run_args, cached_prune, numbers, script_main
 
 from pimprune.checkpoint import save_json, save_text
 from pimprune.errors import ConfigError
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     t0 = time.time()
     patterns = [p for p in args.patterns.split(",") if p]
-    targets = [float(t) for t in args.targets.split(",") if t]
+    targets = numbers(args.targets, "--targets")
     summary: dict = {"command": " ".join(["python"] + sys.argv), "crossbar": args.crossbar,
                      "method": args.method, "patterns": {}}
     control = None if args.no_control else _run(args, out, "subrow", 1.0, args.method)
@@ -133,9 +133,11 @@ def main(argv=None) -> int:
             summary["provenance"] = provenance()
             save_json(summary, out / "compression_table.json")
             save_text(markdown(summary), out / "compression_table.md")
+    if "accuracy_dense" not in summary:
+        raise ConfigError("none of the runs could be made (every target unreachable); lower --targets")
     print(markdown(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import add_prune_run_args, cached_prune
+from harness import add_prune_run_args, cached_prune, numbers, script_main
 
 from pimprune.checkpoint import load_model, save_json, save_text
 from pimprune.cost import network_cost
@@ -92,8 +92,8 @@ def main(argv=None) -> int:
     dense_model, meta = load_model(args.dense)
     spec = meta["spec"]
     input_shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
-    targets = sorted(float(t) for t in args.targets.split(",") if t)
-    geos = [Crossbar(int(r), int(c)) for r in args.rows.split(",") for c in args.cols.split(",")]
+    targets = sorted(numbers(args.targets, "--targets"))
+    geos = [Crossbar.parse(f"{r.strip()}x{c.strip()}") for r in args.rows.split(",") for c in args.cols.split(",")]
     summary: dict = {
         "command": " ".join(["python"] + sys.argv), "pattern": args.pattern, "method": args.method,
         "bound": args.bound, "hardware": args.hardware, "targets": targets,
@@ -134,9 +134,11 @@ def main(argv=None) -> int:
         summary["provenance"] = provenance()
         save_json(summary, out / "design_space.json")
         save_text(markdown(summary), out / "design_space.md")
+    if "accuracy_dense" not in summary:
+        raise ConfigError("none of the runs could be made (every target unreachable); lower --targets")
     print(markdown(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

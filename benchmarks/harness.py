@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+from pimprune.saliency import AUTO, SALIENCIES
+from pimprune.training import PRECISIONS
+
 
 def time_call(fn: Callable[[], Any], repeats: int, digits: int = 3) -> dict[str, float]:
     """Wall and CPU time of ``fn`` over ``repeats`` runs: median, minimum, CPU median."""
@@ -76,9 +79,11 @@ def add_prune_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-recalibrate", type=int, default=0,
                    help="batch-norm re-estimation batches after hard pruning (the CPU protocol ran with 0)")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; the GPU protocol)")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="fp32 or bf16 (autocast; the GPU protocol)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU protocol)")
-    p.add_argument("--saliency", default="auto", help="what masks keep: auto, magnitude, activation, fisher")
+    p.add_argument("--saliency", default="auto", choices=[AUTO, *SALIENCIES.names()],
+                   help="what masks keep: auto, magnitude, activation, fisher")
 
 
 def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
@@ -102,3 +107,38 @@ def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
         dense=args.dense, bn_recalibrate=args.bn_recalibrate, saliency=args.saliency, **prune
     )
     return run_prune(run, config)
+
+
+def numbers(text: str, what: str) -> list[float]:
+    """``"2,4,8"`` -> ``[2.0, 4.0, 8.0]``; anything else is a one-line ConfigError naming the option."""
+    from pimprune.errors import ConfigError
+
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, e.g. 2,4,8; got {text!r}") from None
+
+
+def epoch_budgets(text: str) -> list[tuple[int, int]]:
+    """``"1+2,3+3"`` -> ``[(1, 2), (3, 3)]`` (pruning + retraining epochs)."""
+    from pimprune.errors import ConfigError
+
+    out = []
+    for item in (t for t in text.split(",") if t.strip()):
+        try:
+            pe, re_ = (int(x) for x in item.split("+"))
+        except ValueError:
+            raise ConfigError(f"--budgets must look like 1+2,3+3 (pruning+retraining epochs); got {text!r}") from None
+        out.append((pe, re_))
+    return out
+
+
+def script_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a benchmark's ``main``; a user error (bad value, missing file) prints one line and exits 2."""
+    from pimprune.errors import PimpruneError
+
+    try:
+        return main(argv)
+    except PimpruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import add_prune_run_args, cached_prune
+from harness import add_prune_run_args, cached_prune, epoch_budgets, script_main
 
 from pimprune.checkpoint import save_json, save_text
 from pimprune.runtime import provenance
@@ -34,8 +34,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     out = Path(args.out)
     rows = []
-    for budget in args.budgets.split(","):
-        pe, re_ = (int(x) for x in budget.split("+"))
+    for pe, re_ in epoch_budgets(args.budgets):
         for method in args.methods.split(","):
             tag = "" if args.saliency == "auto" else f"_{args.saliency}"
             folder = out / "runs" / f"{args.pattern}_{method}_{pe}+{re_}_{args.target:g}x_{args.crossbar}{tag}"
@@ -65,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -108,12 +108,13 @@ class MagnitudeSaliency(Saliency):
         return {}
 
 
+#: The layers a weight matrix is mapped from (pimprune.matrices).
 _MAPPED = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def following_batchnorm(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """Conv/Linear module name -> the batch norm registered right after it (see module docstring)."""
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+    kinds = (*_MAPPED, nn.modules.batchnorm._BatchNorm)
     named = [
         (n, m)
         for n, m in model.named_modules()
@@ -121,7 +122,7 @@ def following_batchnorm(model: nn.Module) -> dict[str, nn.modules.batchnorm._Bat
     ]
     out = {}
     for (name, mod), (_, nxt) in zip(named, named[1:], strict=False):
-        if not isinstance(mod, nn.modules.conv._ConvNd | nn.Linear):
+        if not isinstance(mod, _MAPPED):
             continue
         outs = mod.out_channels if isinstance(mod, nn.modules.conv._ConvNd) else mod.out_features
         if isinstance(nxt, nn.modules.batchnorm._BatchNorm) and nxt.num_features == outs:

@@ -108,9 +108,7 @@ def run_config(args: argparse.Namespace, epochs: int):
         out=out or "",
         resume=args.resume,
         epochs=epochs,
-        execution=Execution(
-            precision=getattr(args, "precision", "fp32"), channels_last=getattr(args, "channels_last", False)
-        ),
+        execution=Execution(precision=args.precision, channels_last=args.channels_last),
         optim=OptimConfig(
             lr=args.lr,
             momentum=args.momentum,
