@@ -33,11 +33,11 @@ from typing import Any
 import torch
 from harness import json_main, time_call
 
-from pimprune.counting import SCHEMES, count_geometries
 from pimprune.geometry import grid
-from pimprune.hardware import load_preset
-from pimprune.matrices import extract_layers
-from pimprune.sweep import ProjectionPruner, load_sweep_model, run_sweep
+from pimprune.hardware.model import load_preset
+from pimprune.hardware.sweep import ProjectionPruner, load_sweep_model, run_sweep
+from pimprune.mapping.counting import SCHEMES, count_geometries
+from pimprune.mapping.matrices import extract_layers
 
 SIDES = [32, 64, 128, 256, 512]
 

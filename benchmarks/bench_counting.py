@@ -1,4 +1,4 @@
-"""Wall time of crossbar counting (:func:`pimprune.counting.count_geometries`).
+"""Wall time of crossbar counting (:func:`pimprune.mapping.counting.count_geometries`).
 
 For each model (torchvision-shaped, 224 px, fresh seeded weights) over the 25
 geometries of the default grid (rows and columns in 32, 64, 128, 256, 512) it
@@ -6,7 +6,7 @@ times, as the median of ``--repeats`` runs:
 
 - ``dense_only``: the unpruned network, ``schemes=("dense",)`` (shapes only,
   what ``pimprune map MODEL`` does);
-- ``all_schemes_random``: every scheme of :data:`pimprune.counting.SCHEMES` on
+- ``all_schemes_random``: every scheme of :data:`pimprune.mapping.counting.SCHEMES` on
   masks that keep each weight with probability 0.3 (scattered zeros);
 - ``all_schemes_subrow``: every scheme on sub-row masks (each layer projected
   with the ``subrow`` pattern on 128x128 to half its dense crossbars), the
@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from harness import json_main, time_call
 
-from pimprune.counting import SCHEMES, count_geometries, dense_count
 from pimprune.geometry import Crossbar, grid
-from pimprune.matrices import LayerMatrix, extract_layers
-from pimprune.patterns import get_pattern
-from pimprune.sweep import load_sweep_model
+from pimprune.hardware.sweep import load_sweep_model
+from pimprune.mapping.counting import SCHEMES, count_geometries, dense_count
+from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.pruning.patterns import get_pattern
 
 SIDES = [32, 64, 128, 256, 512]
 #: Keep probability of the random masks.

@@ -34,9 +34,9 @@ from torch import nn
 from tqdm import tqdm
 
 from pimprune.geometry import Crossbar
-from pimprune.matrices import matrix_to_weight, weight_to_matrix
-from pimprune.packing import pack
-from pimprune.simulate import simulate_layer
+from pimprune.mapping.matrices import matrix_to_weight, weight_to_matrix
+from pimprune.mapping.packing import pack
+from pimprune.mapping.simulate import simulate_layer
 
 
 @dataclass

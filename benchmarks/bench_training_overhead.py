@@ -17,11 +17,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pimprune.admm import ADMM, ADMMConfig
-from pimprune.budgets import Projector, PruneTarget
 from pimprune.geometry import Crossbar
-from pimprune.masking import apply_masks
-from pimprune.models import ModelSpec, create_model
+from pimprune.pruning.admm import ADMM, ADMMConfig
+from pimprune.pruning.budgets import Projector, PruneTarget
+from pimprune.pruning.masking import apply_masks
+from pimprune.training.models import ModelSpec, create_model
 
 
 def main(argv=None) -> int:

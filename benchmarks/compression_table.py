@@ -21,9 +21,9 @@ from pathlib import Path
 
 from harness import add_prune_run_args, cached_prune, numbers, script_main
 
-from pimprune.checkpoint import save_json, save_text
 from pimprune.errors import ConfigError
-from pimprune.runtime import provenance
+from pimprune.training.checkpoint import save_json, save_text
+from pimprune.training.runtime import provenance
 
 
 def parse(argv=None):

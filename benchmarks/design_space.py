@@ -5,7 +5,7 @@ the same dense checkpoint along a ladder of target compressions with masked
 retraining (``pimprune prune`` in process, the same epochs everywhere), keeps
 the highest compression whose accuracy loss is at most ``--bound`` points,
 and costs that pruned network with the hardware model (energy, area and
-latency per inference, :func:`pimprune.cost.network_cost`). The sweet spot is
+latency per inference, :func:`pimprune.hardware.cost.network_cost`). The sweet spot is
 the geometry of least energy (and of least area, and of least energy-delay)
 among those that reached the bound.
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 from harness import add_prune_run_args, cached_prune, numbers, script_main
 
-from pimprune.checkpoint import load_model, save_json, save_text
-from pimprune.cost import network_cost
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware import load_preset
-from pimprune.patterns import get_pattern
-from pimprune.runtime import provenance
+from pimprune.hardware.cost import network_cost
+from pimprune.hardware.model import load_preset
+from pimprune.pruning.patterns import get_pattern
+from pimprune.training.checkpoint import load_model, save_json, save_text
+from pimprune.training.runtime import provenance
 
 
 def parse(argv=None):

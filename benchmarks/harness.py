@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from pimprune.saliency import AUTO, SALIENCIES
-from pimprune.training import PRECISIONS
+from pimprune.pruning.saliency import AUTO, SALIENCIES
+from pimprune.training.loops import PRECISIONS
 
 
 def time_call(fn: Callable[[], Any], repeats: int, digits: int = 3) -> dict[str, float]:
@@ -93,7 +93,7 @@ def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
     :class:`pimprune.pipeline.PruneConfig` fields of this run (pattern, crossbar, target...).
     """
     from pimprune.pipeline import PruneConfig, RunConfig, run_prune
-    from pimprune.training import Execution, OptimConfig
+    from pimprune.training.loops import Execution, OptimConfig
 
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from harness import add_prune_run_args, cached_prune, epoch_budgets, script_main
 
-from pimprune.checkpoint import save_json, save_text
-from pimprune.runtime import provenance
+from pimprune.training.checkpoint import save_json, save_text
+from pimprune.training.runtime import provenance
 
 
 def parse(argv=None):

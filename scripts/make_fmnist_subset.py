@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pimprune.data import (
+from pimprune.training.data import (
     SYSTEM_FASHION_MNIST,
     DataRequest,
     fashion_mnist_dir,

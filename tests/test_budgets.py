@@ -8,13 +8,13 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from pimprune.budgets import Projector, PruneTarget, proportional_budgets
-from pimprune.counting import count, dense_count, packing_bound
-from pimprune.dependency import FilterGraph
 from pimprune.errors import ConfigError, UnknownNameError
 from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers, weight_to_matrix
-from pimprune.patterns import get_pattern
+from pimprune.mapping.counting import count, dense_count, packing_bound
+from pimprune.mapping.matrices import extract_layers, weight_to_matrix
+from pimprune.pruning.budgets import Projector, PruneTarget, proportional_budgets
+from pimprune.pruning.dependency import FilterGraph
+from pimprune.pruning.patterns import get_pattern
 
 ALL = ["subrow", "subcolumn", "row", "filter", "crossbar", "unstructured"]
 EXAMPLE = torch.zeros(1, 3, 32, 32)

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from pimprune.checkpoint import atomic_write, load_tensors, save_json, save_tensors
 from pimprune.errors import CheckpointError
+from pimprune.training.checkpoint import atomic_write, load_tensors, save_json, save_tensors
 
 
 class Evil:

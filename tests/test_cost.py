@@ -5,7 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pimprune.cost import (
+from pimprune.errors import ConfigError
+from pimprune.geometry import Crossbar
+from pimprune.hardware.cost import (
     COMPONENTS,
     crossbar_area_um2,
     crossbar_cycle_ns,
@@ -16,12 +18,10 @@ from pimprune.cost import (
     layer_mvms,
     network_cost,
 )
-from pimprune.counting import count
-from pimprune.errors import ConfigError
-from pimprune.geometry import Crossbar
-from pimprune.hardware import HardwareConfig, with_overrides
-from pimprune.matrices import extract_layers
-from pimprune.packing import crossbar_stats
+from pimprune.hardware.model import HardwareConfig, with_overrides
+from pimprune.mapping.counting import count
+from pimprune.mapping.matrices import extract_layers
+from pimprune.mapping.packing import crossbar_stats
 
 ISAAC = HardwareConfig()  # offset sign (+1 column), 8 slices, 16 input cycles
 

@@ -7,7 +7,8 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pimprune.counting import (
+from pimprune.geometry import Crossbar
+from pimprune.mapping.counting import (
     SCHEMES,
     count,
     count_geometries,
@@ -15,8 +16,7 @@ from pimprune.counting import (
     dense_count,
     packing_bound,
 )
-from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers
+from pimprune.mapping.matrices import extract_layers
 
 
 def brute(mask: np.ndarray, R: int, C: int, scheme: str) -> int:

@@ -1,4 +1,4 @@
-"""Tests of pimprune.data: file formats, errors, batching, DDP splits."""
+"""Tests of pimprune.training.data: file formats, errors, batching, DDP splits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from pimprune import data
-from pimprune.data import (
+from pimprune.errors import ConfigError, DataError, UnknownNameError
+from pimprune.training import data
+from pimprune.training.data import (
     CIFAR10_FILES,
     FASHION_MNIST_FILES,
     DatasetInfo,
@@ -26,7 +27,6 @@ from pimprune.data import (
     read_idx,
     shard_indices,
 )
-from pimprune.errors import ConfigError, DataError, UnknownNameError
 
 # --------------------------------------------------------------------------- writers
 

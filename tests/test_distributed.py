@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from pimprune.checkpoint import load_model
 from pimprune.cli import main
-from pimprune.data import FolderLoader, TensorLoader, make_loaders
 from pimprune.pipeline import RANK_DUMP_ENV
-from pimprune.training import evaluate, real_samples
+from pimprune.training.checkpoint import load_model
+from pimprune.training.data import FolderLoader, TensorLoader, make_loaders
+from pimprune.training.loops import evaluate, real_samples
 
 # 512 synthetic training images, 255 test images (odd, so that 2 shards need
 # one padding sample), 8 steps per epoch in both runs: the 2-process run uses

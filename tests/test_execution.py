@@ -8,8 +8,8 @@ from torch import nn
 
 from pimprune.cli import main
 from pimprune.errors import ConfigError
-from pimprune.models import ModelSpec, create_model
-from pimprune.training import Execution
+from pimprune.training.loops import Execution
+from pimprune.training.models import ModelSpec, create_model
 
 TINY = [
     "--model", "resnet18", "--width", "0.125", "--stem-stride", "2",

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pimprune.cli import main
-from pimprune.cost import ima_figures
 from pimprune.errors import ConfigError, UnknownNameError
-from pimprune.hardware import (
+from pimprune.hardware.cost import ima_figures
+from pimprune.hardware.model import (
     PRESETS,
     AdcModel,
     HardwareConfig,

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from pimprune.admm import ADMM, ADMMConfig
-from pimprune.masking import apply_masks, get_masks, masked_parameter, remove_masks
+from pimprune.pruning.admm import ADMM, ADMMConfig
+from pimprune.pruning.masking import apply_masks, get_masks, masked_parameter, remove_masks
 
 
 def _net():

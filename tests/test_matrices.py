@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pimprune.matrices import extract_layers, matrix_to_weight, weight_to_matrix
+from pimprune.mapping.matrices import extract_layers, matrix_to_weight, weight_to_matrix
 
 
 @settings(deadline=None, max_examples=40)

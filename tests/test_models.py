@@ -1,4 +1,4 @@
-"""Tests of pimprune.models: specs, architectures, checkpoint checks."""
+"""Tests of pimprune.training.models: specs, architectures, checkpoint checks."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 import torchvision
 from torch import nn
 
-from pimprune.counting import count_network
 from pimprune.errors import CheckpointError, ConfigError, UnknownNameError
 from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers
-from pimprune.models import (
+from pimprune.mapping.counting import count_network
+from pimprune.mapping.matrices import extract_layers
+from pimprune.training.models import (
     MODELS,
     ModelSpec,
     create_model,

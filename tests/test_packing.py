@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pimprune.counting import SCHEMES, count, subcolumn_counts, subrow_counts
 from pimprune.errors import UnknownNameError
 from pimprune.geometry import Crossbar
-from pimprune.packing import (
+from pimprune.mapping.counting import SCHEMES, count, subcolumn_counts, subrow_counts
+from pimprune.mapping.packing import (
     PackedMatrix,
     PackingError,
     check_physical,

@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pimprune.counting import SCHEMES, count, dense_count, packing_bound
 from pimprune.errors import UnknownNameError
 from pimprune.geometry import Crossbar
-from pimprune.patterns import PATTERNS, get_pattern, greedy_select
+from pimprune.mapping.counting import SCHEMES, count, dense_count, packing_bound
+from pimprune.pruning.patterns import PATTERNS, get_pattern, greedy_select
 
 ALL = ["subrow", "subcolumn", "row", "filter", "crossbar", "unstructured"]
 

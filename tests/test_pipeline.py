@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from pimprune.cli import main
-from pimprune.counting import count_network
 from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers
-from pimprune.models import ModelSpec, create_model
+from pimprune.mapping.counting import count_network
+from pimprune.mapping.matrices import extract_layers
+from pimprune.training.models import ModelSpec, create_model
 
 TINY = [
     "--model", "resnet18", "--width", "0.125", "--stem-stride", "2",

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 import pimprune.pipeline as pipeline
-from pimprune.checkpoint import atomic_write, load_tensors, remove_stale_temps, save_tensors
 from pimprune.cli import main
 from pimprune.errors import CheckpointError
+from pimprune.training.checkpoint import atomic_write, load_tensors, remove_stale_temps, save_tensors
 
 TINY = [
     "--model", "resnet18", "--width", "0.125", "--stem-stride", "2",

@@ -1,18 +1,18 @@
-"""Saliencies: what the masks keep (pimprune.saliency)."""
+"""Saliencies: what the masks keep (pimprune.pruning.saliency)."""
 
 import pytest
 import torch
 from torch import nn
 
-from pimprune.budgets import Projector, PruneTarget
 from pimprune.errors import UnknownNameError
-from pimprune.models import ModelSpec, create_model
-from pimprune.saliency import (
+from pimprune.pruning.budgets import Projector, PruneTarget
+from pimprune.pruning.saliency import (
     SALIENCIES,
     calibration_batches,
     following_batchnorm,
     get_saliency,
 )
+from pimprune.training.models import ModelSpec, create_model
 
 
 def batches(n: int, shape=(8, 4, 6, 6), classes: int = 3, seed: int = 0):
@@ -139,7 +139,7 @@ def test_calibration_batches_stops_early():
 
 
 def test_auto_resolves_per_pattern():
-    from pimprune.saliency import resolve_saliency
+    from pimprune.pruning.saliency import resolve_saliency
 
     assert resolve_saliency("auto", "subrow") == "fisher"
     assert resolve_saliency("auto", "row") == "fisher"

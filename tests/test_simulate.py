@@ -5,12 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import pimprune.simulate as simulate
-from pimprune.counting import SCHEMES, count_network
+import pimprune.mapping.simulate as simulate
 from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers, matrix_to_weight, weight_to_matrix
-from pimprune.packing import pack
-from pimprune.simulate import (
+from pimprune.mapping.counting import SCHEMES, count_network
+from pimprune.mapping.matrices import extract_layers, matrix_to_weight, weight_to_matrix
+from pimprune.mapping.packing import pack
+from pimprune.mapping.simulate import (
     SimulationMismatch,
     conv_padding,
     simulate_layer,

@@ -8,14 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from pimprune.budgets import Projector, PruneTarget
 from pimprune.cli import main
-from pimprune.counting import count
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar, grid
-from pimprune.hardware import HardwareConfig
-from pimprune.matrices import extract_layers
-from pimprune.sweep import (
+from pimprune.hardware.model import HardwareConfig
+from pimprune.hardware.sweep import (
     ProjectionPruner,
     Pruned,
     load_sweep_model,
@@ -24,6 +21,9 @@ from pimprune.sweep import (
     sweet_spots,
     write_outputs,
 )
+from pimprune.mapping.counting import count
+from pimprune.mapping.matrices import extract_layers
+from pimprune.pruning.budgets import Projector, PruneTarget
 
 SHAPE = (3, 8, 8)
 EXAMPLE = torch.zeros(1, *SHAPE)
@@ -233,8 +233,8 @@ def test_write_outputs(tmp_path):
 
 def test_retrained_hook(monkeypatch, tmp_path):
     import pimprune.pipeline as pipeline
-    from pimprune.checkpoint import save_model
-    from pimprune.models import ModelSpec, create_model
+    from pimprune.training.checkpoint import save_model
+    from pimprune.training.models import ModelSpec, create_model
 
     calls = []
     spec = ModelSpec("resnet20", num_classes=10, input_size=16, width=0.25)
@@ -282,8 +282,8 @@ def test_pruned_needs_a_model():
 
 
 def test_load_sweep_model_name_and_checkpoint(tmp_path):
-    from pimprune.checkpoint import save_model
-    from pimprune.models import ModelSpec
+    from pimprune.training.checkpoint import save_model
+    from pimprune.training.models import ModelSpec
 
     model, label, shape = load_sweep_model("resnet20", num_classes=10, input_size=16, width=0.25)
     assert shape == (3, 16, 16) and "resnet20" in label

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pimprune.checkpoint import ensure_dir, load_model, save_json, save_text
 from pimprune.errors import PimpruneError
 from pimprune.geometry import Crossbar
+from pimprune.training.checkpoint import ensure_dir, load_model, save_json, save_text
 
 DEMO_ASSET = "demo_dense"
 
@@ -68,7 +68,7 @@ def dense_checkpoint() -> Path:
 
 
 def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
-    from pimprune.data import DataRequest, fashion_mnist_dir
+    from pimprune.training.data import DataRequest, fashion_mnist_dir
 
     if cfg.data_dir:
         return "fashion-mnist", cfg.data_dir, f"Fashion-MNIST from {cfg.data_dir}"
@@ -88,10 +88,10 @@ def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the summary also written to ``out/demo.json``."""
-    from pimprune.cost import network_cost
-    from pimprune.hardware import load_preset
+    from pimprune.hardware.cost import network_cost
+    from pimprune.hardware.model import load_preset
     from pimprune.pipeline import PruneConfig, RunConfig, run_prune
-    from pimprune.training import OptimConfig
+    from pimprune.training.loops import OptimConfig
 
     t0 = time.time()
     xbar = Crossbar.parse(cfg.crossbar)
@@ -203,9 +203,9 @@ def format_table(table: list[dict], acc_dense: float) -> str:
 
 
 def _write_report(out: Path, cfg: DemoConfig, xbar: Crossbar, summary: dict, text: str, dense_model, rows) -> None:
-    from pimprune.counting import count_network
-    from pimprune.matrices import extract_layers
-    from pimprune.report import plot_layer_crossbars, plot_matrix_heatmap
+    from pimprune.mapping.counting import count_network
+    from pimprune.mapping.matrices import extract_layers
+    from pimprune.reporting.report import plot_layer_crossbars, plot_matrix_heatmap
 
     save_json(summary, out / "demo.json")
     dense_layers = extract_layers(dense_model)

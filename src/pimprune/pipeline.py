@@ -4,7 +4,7 @@
 checkpoint, or trains one), prunes it to a crossbar budget with one of three
 methods and retrains it with masks:
 
-- ``admm``: ADMM epochs (:mod:`pimprune.admm`), then hard pruning to the
+- ``admm``: ADMM epochs (:mod:`pimprune.pruning.admm`), then hard pruning to the
   projection and masked retraining;
 - ``oneshot``: project once, then masked retraining for all epochs;
 - ``gradual``: the crossbar budget shrinks along a cubic schedule (Zhu &
@@ -50,8 +50,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pimprune.admm import ADMM, ADMMConfig
-from pimprune.checkpoint import (
+from pimprune.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from pimprune.geometry import Crossbar
+from pimprune.mapping.counting import count_network
+from pimprune.mapping.matrices import extract_layers
+from pimprune.pruning.admm import ADMM, ADMMConfig
+from pimprune.pruning.masking import apply_masks, get_masks
+from pimprune.training.checkpoint import (
     ensure_dir,
     load_json,
     load_model,
@@ -62,13 +67,8 @@ from pimprune.checkpoint import (
     save_model,
     save_tensors,
 )
-from pimprune.counting import count_network
-from pimprune.errors import CheckpointError, ConfigError, OutputError, TrainingError
-from pimprune.geometry import Crossbar
-from pimprune.masking import apply_masks, get_masks
-from pimprune.matrices import extract_layers
-from pimprune.runtime import Runtime, init_runtime, provenance
-from pimprune.training import Execution, OptimConfig, evaluate, make_optimizer, seed_everything, train_epoch
+from pimprune.training.loops import Execution, OptimConfig, evaluate, make_optimizer, seed_everything, train_epoch
+from pimprune.training.runtime import Runtime, init_runtime, provenance
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
@@ -100,10 +100,10 @@ class RunConfig:
     """Model, data and run settings shared by train and prune.
 
     Attributes:
-        model: Model name (see ``pimprune.models``).
+        model: Model name (see ``pimprune.training.models``).
         width: Channel width multiplier.
         stem_stride: Stride of the first conv (None: the model's default).
-        dataset: Dataset name (see ``pimprune.data``).
+        dataset: Dataset name (see ``pimprune.training.data``).
         data_dir: Folder of the dataset files (None: the default search).
         batch_size: Mini-batch size per process (samples).
         augment: Random crop + flip on training batches.
@@ -119,7 +119,7 @@ class RunConfig:
         eval_each_epoch: Evaluate on the test split after every epoch (else only
             at the end of each run; saves time in benchmarks and the demo).
         execution: Mixed precision and memory format of the training and
-            evaluation steps (:class:`pimprune.training.Execution`).
+            evaluation steps (:class:`pimprune.training.loops.Execution`).
     """
 
     model: str = "resnet18"
@@ -164,7 +164,7 @@ class PruneConfig:
     """What to prune and how.
 
     Attributes:
-        pattern: Sparsity pattern (see ``pimprune.patterns``).
+        pattern: Sparsity pattern (see ``pimprune.pruning.patterns``).
         crossbar: Crossbar geometry ``RxC``.
         target_compression: Network-wide target: dense crossbars / pruned crossbars.
         allocation: ``global``, ``uniform`` or ``file`` (per-layer YAML budgets).
@@ -183,7 +183,7 @@ class PruneConfig:
             statistics right after hard pruning (0: keep the dense statistics). The
             pruned network's activations differ from the dense one's, and stale
             statistics can drop a briefly retrained model to chance accuracy.
-        saliency: What the masks keep (:mod:`pimprune.saliency`): ``auto`` (the
+        saliency: What the masks keep (:mod:`pimprune.pruning.saliency`): ``auto`` (the
             measured best for the pattern), ``magnitude``, ``activation`` or ``fisher``.
             Used by one-shot and gradual pruning and by ADMM (its Z-steps project
             in the saliency-weighted norm, and the final hard prune).
@@ -209,8 +209,8 @@ class PruneConfig:
     saliency_batches: int = 16
 
     def __post_init__(self) -> None:
-        from pimprune.patterns import PATTERNS
-        from pimprune.saliency import resolve_saliency
+        from pimprune.pruning.patterns import PATTERNS
+        from pimprune.pruning.saliency import resolve_saliency
 
         PATTERNS.get(self.pattern)
         resolve_saliency(self.saliency, self.pattern)
@@ -313,8 +313,8 @@ class _Context:
 
 def _prepare(run: RunConfig, rt: Runtime) -> _Context:
     """Check the output folder, load the data and describe the model; writes nothing."""
-    from pimprune.data import make_loaders
-    from pimprune.models import ModelSpec
+    from pimprune.training.data import make_loaders
+    from pimprune.training.models import ModelSpec
 
     out = Path(run.out)
     status = rt.on_main(lambda: _check_output(out, run.resume))
@@ -345,7 +345,7 @@ def _prepare(run: RunConfig, rt: Runtime) -> _Context:
 
 def _new_model(ctx: _Context) -> nn.Module:
     """A freshly initialised model (same weights for the same seed)."""
-    from pimprune.models import create_model
+    from pimprune.training.models import create_model
 
     seed_everything(ctx.run.seed)
     return ctx.run.execution.model(create_model(ctx.spec).to(ctx.rt.device))
@@ -702,14 +702,14 @@ class _Gradual:
 
 
 def _named_effective(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    from pimprune.masking import masked_parameter
+    from pimprune.pruning.masking import masked_parameter
 
     return {n: masked_parameter(model, n) for n in names}
 
 
 def _load_dense(path: str, ctx: _Context) -> tuple[nn.Module, dict]:
     """Load a dense checkpoint and check that it fits the dataset."""
-    from pimprune.models import ModelSpec
+    from pimprune.training.models import ModelSpec
 
     model, meta = load_model(path)
     spec_saved = meta["spec"]
@@ -729,9 +729,9 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
     Returns:
         The result dictionary also written to ``result.json`` (on every rank).
     """
-    from pimprune.budgets import Projector, PruneTarget
-    from pimprune.patterns import get_pattern
-    from pimprune.saliency import calibration_batches, get_saliency, resolve_saliency
+    from pimprune.pruning.budgets import Projector, PruneTarget
+    from pimprune.pruning.patterns import get_pattern
+    from pimprune.pruning.saliency import calibration_batches, get_saliency, resolve_saliency
 
     t0 = time.time()
     total_epochs = prune.prune_epochs + prune.retrain_epochs
@@ -903,7 +903,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         projection = ck.state["projection"]
 
         # 4. count and write -----------------------------------------------------
-        from pimprune.models import create_model
+        from pimprune.training.models import create_model
 
         plain = create_model(ctx.spec)
         plain.load_state_dict(plain_state_dict(model))
@@ -1001,7 +1001,7 @@ def _ratio(x: float) -> float | None:
 
 def run_evaluate(path: str, run: RunConfig) -> dict:
     """Accuracy of a saved model on a dataset's test split (every test sample counted once)."""
-    from pimprune.data import make_loaders
+    from pimprune.training.data import make_loaders
 
     rt = init_runtime(run.device)
     try:

@@ -64,7 +64,7 @@ def _print_error(command: str, exc: PimpruneError) -> None:
     share (invalid settings, and errors rank 0 found and handed to them) and
     print their own ones with a ``[rank N]`` prefix.
     """
-    from pimprune.runtime import env_rank
+    from pimprune.training.runtime import env_rank
 
     rank = env_rank()
     if rank != 0 and (isinstance(exc, ConfigError) or getattr(exc, "from_main", False)):

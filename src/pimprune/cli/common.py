@@ -88,7 +88,7 @@ def add_optim_args(p: argparse.ArgumentParser, lr: float = 0.1) -> None:
 def run_config(args: argparse.Namespace, epochs: int):
     """Build a :class:`pimprune.pipeline.RunConfig` from parsed arguments."""
     from pimprune.pipeline import RunConfig
-    from pimprune.training import Execution, OptimConfig
+    from pimprune.training.loops import Execution, OptimConfig
 
     out = args.out
     if out is not None and not out.strip():

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     from pimprune.demo import DemoConfig, run_demo
     from pimprune.geometry import Crossbar
-    from pimprune.patterns import PATTERNS
+    from pimprune.pruning.patterns import PATTERNS
 
     patterns = tuple(p.strip() for p in args.patterns.split(",") if p.strip())
     for p in patterns:

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate."""
     from pimprune.pipeline import RunConfig, run_evaluate
-    from pimprune.runtime import is_main_rank
+    from pimprune.training.runtime import is_main_rank
 
     run_cfg = RunConfig(
         dataset=args.dataset,

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from pimprune.cost import ima_figures
 from pimprune.errors import ConfigError
-from pimprune.hardware import PRESETS, HardwareConfig, config_to_dict, load_preset, with_overrides
+from pimprune.hardware.cost import ima_figures
+from pimprune.hardware.model import PRESETS, HardwareConfig, config_to_dict, load_preset, with_overrides
 
 #: ISAAC Table I totals per IMA, shown beside the derived figures.
 ISAAC_IMA_POWER_MW = 24.1

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from pimprune.counting import SCHEMES, NetworkCount, count_geometries
 from pimprune.geometry import parse_geometries
-from pimprune.matrices import extract_layers
+from pimprune.mapping.counting import SCHEMES, NetworkCount, count_geometries
+from pimprune.mapping.matrices import extract_layers
 
 
 def add_parser(sub) -> None:
@@ -34,14 +34,14 @@ def add_parser(sub) -> None:
 
 def resolve_model(args: argparse.Namespace):
     """A model and its metadata from a name or a checkpoint path."""
-    from pimprune.checkpoint import load_model
+    from pimprune.training.checkpoint import load_model
 
     path = Path(args.model)
     looks_like_path = path.suffix in {".pt", ".pth"} or "/" in args.model or path.exists()
     if looks_like_path:
         model, meta = load_model(path)
         return model, meta, str(path)
-    from pimprune.models import ModelSpec, create_model
+    from pimprune.training.models import ModelSpec, create_model
 
     spec = ModelSpec(
         name=args.model,

@@ -114,8 +114,8 @@ def add_parser(sub) -> None:
 
 def prune_config(args: argparse.Namespace):
     """Build a :class:`pimprune.pipeline.PruneConfig` from parsed arguments."""
-    from pimprune.admm import ADMMConfig
     from pimprune.pipeline import PruneConfig
+    from pimprune.pruning.admm import ADMMConfig
 
     keep = tuple(k.strip() for k in args.keep_dense.split(",") if k.strip() and k.strip() != "none")
     return PruneConfig(

@@ -12,7 +12,7 @@ import torch
 
 from pimprune.errors import ConfigError, GeometryError
 from pimprune.geometry import Crossbar, grid, parse_geometries
-from pimprune.hardware import PRESETS
+from pimprune.hardware.model import PRESETS
 
 #: Default grid: every combination of these rows and columns (25 geometries).
 DEFAULT_SIDES = "32,64,128,256,512"
@@ -122,7 +122,7 @@ def geometries_from_args(args: argparse.Namespace) -> list[Crossbar]:
 
 
 def _criterion(args: argparse.Namespace) -> dict[str, float]:
-    from pimprune.sweep import DEFAULT_KEEP_ENERGY
+    from pimprune.hardware.sweep import DEFAULT_KEEP_ENERGY
 
     if args.target_compression is not None:
         t = args.target_compression
@@ -138,8 +138,7 @@ def _criterion(args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and report it."""
     from pimprune.cli.hardware_cmd import resolve_hardware
-    from pimprune.patterns import get_pattern
-    from pimprune.sweep import (
+    from pimprune.hardware.sweep import (
         ProjectionPruner,
         format_table,
         load_sweep_model,
@@ -147,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         run_sweep,
         write_outputs,
     )
+    from pimprune.pruning.patterns import get_pattern
 
     geometries = geometries_from_args(args)
     criterion = _criterion(args)

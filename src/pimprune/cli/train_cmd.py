@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train."""
     from pimprune.pipeline import run_train
-    from pimprune.runtime import is_main_rank
+    from pimprune.training.runtime import is_main_rank
 
     result = run_train(run_config(args, args.epochs))
     if is_main_rank():

@@ -8,7 +8,7 @@ checkpoint holding pickled code is refused.
 
 A saved model is two files in one folder: ``model.pt``, a plain ``state_dict``
 (pruned weights exactly zero, masks baked in), and ``model.json`` beside it,
-which says how to build the model (:class:`pimprune.models.ModelSpec`) and, for
+which says how to build the model (:class:`pimprune.training.models.ModelSpec`) and, for
 a pruned model, the pattern and crossbar it was pruned for.
 """
 
@@ -236,7 +236,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     Returns:
         The model (eval mode) and the metadata of ``model.json``.
     """
-    from pimprune.models import ModelSpec, create_model, load_state_dict_checked
+    from pimprune.training.models import ModelSpec, create_model, load_state_dict_checked
 
     p = Path(path)
     weights = p / MODEL_FILE if p.is_dir() else p

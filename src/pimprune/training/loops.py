@@ -3,8 +3,8 @@
 Small, explicit building blocks: :class:`OptimConfig`, :func:`make_optimizer`,
 :func:`train_epoch` and :func:`evaluate`. The pruning pipeline
 (:mod:`pimprune.pipeline`) strings them together with checkpoints; a user with
-an own loop only needs :class:`pimprune.admm.ADMM` and
-:mod:`pimprune.masking`.
+an own loop only needs :class:`pimprune.pruning.admm.ADMM` and
+:mod:`pimprune.pruning.masking`.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def train_epoch(
 def real_samples(loader: Any) -> int | None:
     """How many samples this rank's shard of ``loader`` holds before its padding.
 
-    Sharded loaders (``pimprune.data.TensorLoader``, a ``DataLoader`` with a
+    Sharded loaders (``pimprune.training.data.TensorLoader``, a ``DataLoader`` with a
     ``DistributedSampler``) pad the dataset by repeating its first samples so
     every rank gets ``ceil(N / world_size)``; the repeats are the global
     positions ``N .. total-1``, dealt round-robin, so on each rank they come

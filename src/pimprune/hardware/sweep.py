@@ -2,7 +2,7 @@
 
 For each crossbar geometry ``RxC`` of a grid the network is pruned with a
 pattern's projection (DESIGN.md section 5) and mapped on the hardware of
-:mod:`pimprune.hardware`; :mod:`pimprune.cost` gives its energy, area and
+:mod:`pimprune.hardware.model`; :mod:`pimprune.hardware.cost` gives its energy, area and
 latency per inference. The result names the sweet spot of each metric.
 
 Modes:
@@ -39,11 +39,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pimprune.cost import COMPONENTS, dense_stats, layer_mvms, network_cost
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware import HardwareConfig
-from pimprune.matrices import LayerMatrix, extract_layers
+from pimprune.hardware.cost import COMPONENTS, dense_stats, layer_mvms, network_cost
+from pimprune.hardware.model import HardwareConfig
+from pimprune.mapping.matrices import LayerMatrix, extract_layers
 
 __all__ = [
     "METRICS",
@@ -120,7 +120,7 @@ def load_sweep_model(
     """Resolve a model name or a checkpoint into ``(model, label, input shape (C, H, W))``.
 
     Args:
-        source: A model name (``pimprune.models.create_model``) or a saved model:
+        source: A model name (``pimprune.training.models.create_model``) or a saved model:
             ``DIR/model.pt`` with ``model.json`` beside it, or ``DIR``.
         num_classes: Classes of a named model.
         in_channels: Input channels of a named model.
@@ -130,10 +130,10 @@ def load_sweep_model(
     path = Path(source)
     if path.suffix in {".pt", ".pth"} or "/" in source or path.exists():
         try:
-            from pimprune.checkpoint import load_model
+            from pimprune.training.checkpoint import load_model
         except ImportError:
             raise ConfigError(
-                f"loading checkpoint {source!r} needs pimprune.checkpoint; give a model name instead"
+                f"loading checkpoint {source!r} needs pimprune.training.checkpoint; give a model name instead"
             ) from None
         model, meta = load_model(path)
         spec = meta.get("spec", {})
@@ -142,8 +142,8 @@ def load_sweep_model(
         return model, f"{spec.get('name', path.stem)} ({source})", (channels, size, size)
     size = int(input_size or 224)
     try:
-        from pimprune.models import ModelSpec, create_model
-    except ImportError:  # pragma: no cover - pimprune.models ships with the package
+        from pimprune.training.models import ModelSpec, create_model
+    except ImportError:  # pragma: no cover - pimprune.training.models ships with the package
         import torchvision
 
         model = torchvision.models.get_model(source, weights=None, num_classes=num_classes)
@@ -163,18 +163,18 @@ def _sq_energy(t: torch.Tensor) -> float:
 class ProjectionPruner:
     """Prunes with the pattern's projection, no retraining (the ``projection`` mode).
 
-    The projection is that of :class:`pimprune.budgets.Projector` with the
+    The projection is that of :class:`pimprune.pruning.budgets.Projector` with the
     ``global`` allocation; for the layer-wise patterns the units of every layer
-    (:meth:`pimprune.patterns.Pattern.units`) are computed once per geometry and
+    (:meth:`pimprune.pruning.patterns.Pattern.units`) are computed once per geometry and
     ranked exactly as the global allocation ranks them (gain normalised by the
-    layer's energy per dense crossbar, :func:`pimprune.patterns.greedy_select`),
+    layer's energy per dense crossbar, :func:`pimprune.pruning.patterns.greedy_select`),
     so the bisection over the budget costs no re-projection. ``filter`` (a
-    network-level pattern) goes through a :class:`~pimprune.budgets.Projector`
+    network-level pattern) goes through a :class:`~pimprune.pruning.budgets.Projector`
     per step.
 
     Args:
         model: The network (its weights are read, never changed).
-        pattern: Pattern name (``pimprune.patterns``).
+        pattern: Pattern name (``pimprune.pruning.patterns``).
         example_input: An input batch for tracing (``(1, C, H, W)``).
         keep_energy: Keep at least this share of the squared weight norm (0 < F <= 1;
             default :data:`DEFAULT_KEEP_ENERGY` when no target compression is given).
@@ -192,7 +192,7 @@ class ProjectionPruner:
         target_compression: float | None = None,
         keep_dense: Sequence[str] = ("first", "last"),
     ) -> None:
-        from pimprune.patterns import UnitsCache, get_pattern
+        from pimprune.pruning.patterns import UnitsCache, get_pattern
 
         if keep_energy is not None and target_compression is not None:
             raise ConfigError("give exactly one of keep_energy and target_compression")
@@ -224,7 +224,7 @@ class ProjectionPruner:
     # -- shared helpers ------------------------------------------------------------
 
     def _target(self, xbar: Crossbar, compression: float, allocation: str) -> Any:
-        from pimprune.budgets import PruneTarget
+        from pimprune.pruning.budgets import PruneTarget
 
         return PruneTarget(
             pattern=self.pattern.name,
@@ -279,8 +279,8 @@ class ProjectionPruner:
     # -- layer-wise patterns: exact global ranking -----------------------------------
 
     def _layerwise(self, xbar: Crossbar) -> Pruned:
-        from pimprune.budgets import Projector
-        from pimprune.patterns import greedy_plan
+        from pimprune.pruning.budgets import Projector
+        from pimprune.pruning.patterns import greedy_plan
 
         # ``uniform`` only to read the bookkeeping (kept layers, dense counts): no projection
         info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
@@ -288,7 +288,7 @@ class ProjectionPruner:
         units = {n: self._units.units(n, self.matrices[n], xbar) for n in names}
         gains, raw, costs, chains, positions = [], [], [], [], []
         offset = 0
-        for n in names:  # the normalisation of pimprune.budgets' global allocation
+        for n in names:  # the normalisation of pimprune.pruning.budgets' global allocation
             u = units[n]
             e = self.energy[n]
             scale = info.prunable_dense[n] / e if e > 0 else 1.0
@@ -334,7 +334,7 @@ class ProjectionPruner:
     # -- network-level patterns: Projector per step ----------------------------------
 
     def _with_projector(self, xbar: Crossbar) -> Pruned:
-        from pimprune.budgets import Projector
+        from pimprune.pruning.budgets import Projector
 
         mapped = {lay.name: lay for lay in self.layers}
 
@@ -413,14 +413,14 @@ def retrained_pruner(
     """
     try:
         pipeline = importlib.import_module("pimprune.pipeline")
-        from pimprune.checkpoint import load_model
+        from pimprune.training.checkpoint import load_model
     except ImportError:
         raise ConfigError(
             "retrained mode needs pimprune.pipeline (the train/prune pipeline); run the sweep without --retrain"
         ) from None
     is_checkpoint = Path(model_source).exists() or model_source.endswith(".pt")
     if is_checkpoint:
-        from pimprune.checkpoint import read_model_meta
+        from pimprune.training.checkpoint import read_model_meta
 
         spec = read_model_meta(model_source)["spec"]
         base = {"model": spec["name"], "width": spec.get("width", 1.0)}
@@ -612,7 +612,7 @@ def run_sweep(
         model_label: Model description, for the report.
         progress: Show a progress bar across geometries.
     """
-    from pimprune.patterns import get_pattern
+    from pimprune.pruning.patterns import get_pattern
 
     scheme = get_pattern(pattern).scheme
     if not geometries:
@@ -728,12 +728,12 @@ def write_outputs(result: SweepResult, out_dir: str | Path, plots: bool = True) 
     Returns:
         The files written.
     """
-    from pimprune.checkpoint import save_json, save_text
+    from pimprune.training.checkpoint import save_json, save_text
 
     out = Path(out_dir)
     files = [save_json(result.as_dict(), out / "sweep.json"), save_text(to_csv(result), out / "sweep.csv")]
     if plots:
-        from pimprune.plotting import plot_sweep
+        from pimprune.reporting.plotting import plot_sweep
 
         files.extend(plot_sweep(result.as_dict(), out))
     return files

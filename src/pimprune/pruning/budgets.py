@@ -1,6 +1,6 @@
 """From a network-wide compression target to per-parameter masks.
 
-A :class:`PruneTarget` names a pattern (:mod:`pimprune.patterns`), a crossbar
+A :class:`PruneTarget` names a pattern (:mod:`pimprune.pruning.patterns`), a crossbar
 geometry, a target compression of occupied crossbars (DESIGN.md section 4:
 dense count of the unpruned network / count after pruning) and how the
 network's crossbar budget is shared among layers:
@@ -9,7 +9,7 @@ network's crossbar budget is shared among layers:
     Every prunable layer gets a budget proportional to its dense count
     (largest-remainder rounding, so the budgets add up to the network budget).
 ``global``
-    The units (:class:`pimprune.patterns.Units`) of all prunable layers are
+    The units (:class:`pimprune.pruning.patterns.Units`) of all prunable layers are
     ranked together and taken greedily, best gain per crossbar first, until the
     network budget is used. Unless ``normalize_layers`` is off, gains are
     normalised per layer by the layer's mean energy per dense crossbar (total
@@ -17,7 +17,7 @@ network's crossbar budget is shared among layers:
     layer's average crossbar it is; layers of different weight scale (e.g.
     different fan-in) then compare fairly, and every layer's best unit scores
     at least 1. Weights already scaled to comparable units (the ``fisher``
-    saliency of :mod:`pimprune.saliency`, an estimate of the loss increase) are
+    saliency of :mod:`pimprune.pruning.saliency`, an estimate of the loss increase) are
     ranked as they are.
 ``file``
     Budgets come from a YAML file mapping layer name to a crossbar budget
@@ -25,7 +25,7 @@ network's crossbar budget is shared among layers:
     (``"4x"`` or ``{compression: 4}``); layers not listed share the rest of the
     network budget uniformly. Not available for ``filter``.
 
-The ``filter`` pattern is network-level (:mod:`pimprune.dependency`): coupled
+The ``filter`` pattern is network-level (:mod:`pimprune.pruning.dependency`): coupled
 channel groups are pruned together, and the consumers' rows go with the
 producers' columns. ``uniform`` keeps the same fraction of every group's
 channels; ``global`` ranks all channels by their importance divided by their
@@ -35,7 +35,7 @@ target is found by bisection, and every group keeps at least one channel.
 Layers in ``keep_dense`` (default: the first conv and the classifier) are never
 touched and are counted dense. The guarantee is: dense count of the kept-dense
 layers + count of every other layer under the pattern's scheme (for
-``unstructured``: its packing bound, see :meth:`pimprune.patterns.Pattern.cost`)
+``unstructured``: its packing bound, see :meth:`pimprune.pruning.patterns.Pattern.cost`)
 ``<= floor(dense_total / target_compression)``.
 """
 
@@ -51,12 +51,12 @@ import torch
 import yaml
 from torch import nn
 
-from pimprune.counting import dense_count
-from pimprune.dependency import FilterGraph, logical_parameters, own_parameters
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.matrices import LayerMatrix, extract_layers
-from pimprune.patterns import PATTERNS, Pattern, Units, get_pattern, greedy_select
+from pimprune.mapping.counting import dense_count
+from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.pruning.dependency import FilterGraph, logical_parameters, own_parameters
+from pimprune.pruning.patterns import PATTERNS, Pattern, Units, get_pattern, greedy_select
 from pimprune.registry import Registry
 
 #: Ways of sharing the network budget among layers.
@@ -72,7 +72,7 @@ class PruneTarget:
     """What to prune to.
 
     Attributes:
-        pattern: Pattern name (see :data:`pimprune.patterns.PATTERNS`).
+        pattern: Pattern name (see :data:`pimprune.pruning.patterns.PATTERNS`).
         crossbar: Crossbar geometry (a :class:`Crossbar` or ``"RxC"``).
         target_compression: Dense crossbars / pruned crossbars over all mapped
             layers (a ratio, ``>= 1``).
@@ -91,7 +91,7 @@ class PruneTarget:
             by the layer's mean energy per dense crossbar (each ``filter`` group's
             channel importances by their mean). Turn it off when the weights given
             to the projector are already in units comparable across layers (the
-            ``fisher`` saliency, :mod:`pimprune.saliency`).
+            ``fisher`` saliency, :mod:`pimprune.pruning.saliency`).
     """
 
     pattern: str
@@ -618,7 +618,7 @@ class Projector:
         """Crossbars of every mapped layer under the target's rules for ``masks``.
 
         Kept-dense layers and layers without a mask count dense; the others
-        count :meth:`pimprune.patterns.Pattern.cost` of their weight mask.
+        count :meth:`pimprune.pruning.patterns.Pattern.cost` of their weight mask.
         """
         out = {}
         for lay in self.all_layers:

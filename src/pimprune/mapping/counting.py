@@ -1,7 +1,7 @@
 """Counting the crossbars a (pruned) weight matrix occupies.
 
 DESIGN.md sections 4 and 5. Every function takes a layer's non-zero mask of
-shape ``(g, M, N)`` (see :mod:`pimprune.matrices`) and a :class:`Crossbar`.
+shape ``(g, M, N)`` (see :mod:`pimprune.mapping.matrices`) and a :class:`Crossbar`.
 A *scheme* is the compaction a mapping applies after pruning:
 
 ========================  ===================================================
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pimprune.geometry import Crossbar
-from pimprune.matrices import LayerMatrix
+from pimprune.mapping.matrices import LayerMatrix
 
 SCHEMES: tuple[str, ...] = (
     "dense",
@@ -394,7 +394,7 @@ def count_network(
     """Count every layer on one geometry.
 
     Args:
-        layers: The mapped layers (:func:`pimprune.matrices.extract_layers`).
+        layers: The mapped layers (:func:`pimprune.mapping.matrices.extract_layers`).
         xbar: Crossbar geometry.
         masks: Layer name -> ``(g, M, N)`` non-zero mask; default: the non-zeros of
             each layer's current weight.

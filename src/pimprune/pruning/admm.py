@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pimprune.errors import ConfigError
-from pimprune.masking import masked_parameter
+from pimprune.pruning.masking import masked_parameter
 
 Projection = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
@@ -65,7 +65,7 @@ class ADMM:
     Args:
         model: The model being trained (masked parameters are handled).
         projection: Callable mapping ``{param name: tensor}`` to boolean masks for
-            the same names (e.g. :class:`pimprune.budgets.Projector`).
+            the same names (e.g. :class:`pimprune.pruning.budgets.Projector`).
         names: Parameter names to constrain.
         config: Hyper-parameters.
         total_updates: Planned number of Z-updates, for the rho ramp.

@@ -2,7 +2,7 @@
 
 DESIGN.md sections 4 to 6. :func:`pack` places a layer's ``(g, M, N)``
 matrices on ``RxC`` crossbars under one of the schemes of
-:data:`pimprune.counting.SCHEMES` and returns a :class:`PackedMatrix`: the
+:data:`pimprune.mapping.counting.SCHEMES` and returns a :class:`PackedMatrix`: the
 cells of every crossbar plus, for each physical wordline, the original matrix
 row that drives it (``row_index``) and, for each physical bitline, the
 original matrix column it adds into (``col_index``). Every crossbar of every
@@ -24,7 +24,7 @@ over *all* its wordlines; invalid wordlines are fed 0 and invalid bitlines are
 not read. :func:`check_physical` proves that a packing is realisable: cells on
 invalid lines are 0 and no (row, column) pair of the matrix is reachable
 twice, so the crossbars compute exactly the matrix (see
-:mod:`pimprune.simulate`).
+:mod:`pimprune.mapping.simulate`).
 
 :func:`crossbar_stats` gives the used rows and columns of every crossbar of a
 packing without building the cells (fast, for the hardware model).
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pimprune.counting import SCHEMES, _any_blocks, _numpy_mask, _sum_blocks, _to_torch, count
 from pimprune.geometry import Crossbar
+from pimprune.mapping.counting import SCHEMES, _any_blocks, _numpy_mask, _sum_blocks, _to_torch, count
 from pimprune.registry import Registry
 
 __all__ = [
@@ -73,7 +73,7 @@ def index_widths(scheme: str, rows: int, cols: int) -> tuple[int, int]:
     """Index bits per used row and per used column of one crossbar under ``scheme``.
 
     Args:
-        scheme: Packing scheme (one of :data:`pimprune.counting.SCHEMES`).
+        scheme: Packing scheme (one of :data:`pimprune.mapping.counting.SCHEMES`).
         rows: Matrix rows ``M`` of the layer (per group).
         cols: Matrix columns ``N`` of the layer (per group).
 
@@ -93,7 +93,7 @@ class PackedMatrix:
 
     Attributes:
         xbar: Crossbar geometry.
-        scheme: Packing scheme (one of :data:`pimprune.counting.SCHEMES`).
+        scheme: Packing scheme (one of :data:`pimprune.mapping.counting.SCHEMES`).
         groups: Number of matrices ``g`` of the layer.
         rows: Rows ``M`` of each matrix.
         cols: Columns ``N`` of each matrix.
@@ -303,7 +303,7 @@ def pack(matrix: torch.Tensor, xbar: Crossbar, scheme: str) -> PackedMatrix:
     Args:
         matrix: ``(g, M, N)`` weight matrices (zeros are pruned weights).
         xbar: Crossbar geometry.
-        scheme: One of :data:`pimprune.counting.SCHEMES`.
+        scheme: One of :data:`pimprune.mapping.counting.SCHEMES`.
 
     Returns:
         The packing, with cells and index tables.
@@ -347,7 +347,7 @@ def check_physical(packed: PackedMatrix, matrix: torch.Tensor | None = None) -> 
     are 0; no (group, row, column) of the matrix is reachable through two cells
     (a crossbar sums over all its wordlines, so a pair reached twice would be
     counted twice). With ``matrix``: same shape, crossbar count equal to
-    :func:`pimprune.counting.count`, every reachable cell equal to the matrix
+    :func:`pimprune.mapping.counting.count`, every reachable cell equal to the matrix
     entry, and every non-zero of the matrix reachable (so it sits in exactly
     one cell).
 
@@ -529,7 +529,7 @@ def crossbar_stats(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> tuple[tor
     Args:
         mask: ``(g, M, N)`` non-zero mask of the layer (any dtype; non-zero = kept).
         xbar: Crossbar geometry.
-        scheme: One of :data:`pimprune.counting.SCHEMES`.
+        scheme: One of :data:`pimprune.mapping.counting.SCHEMES`.
 
     Returns:
         ``(used_rows, used_cols)``, each ``(K,)`` long with ``K`` the crossbar count:

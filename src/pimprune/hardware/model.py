@@ -1,6 +1,6 @@
 """Hardware model of a crossbar processing-in-memory accelerator: configuration and presets.
 
-Every constant of the energy / area / latency model (:mod:`pimprune.cost`)
+Every constant of the energy / area / latency model (:mod:`pimprune.hardware.cost`)
 lives here, in typed frozen dataclasses whose field names carry the unit and
 whose docstrings give the source. The defaults are the ``isaac`` preset:
 ISAAC (Shafiee et al., ISCA 2016), 32 nm, Table I, one IMA = 8 memristor
@@ -584,7 +584,7 @@ def with_overrides(cfg: HardwareConfig, overrides: Mapping[str, Any]) -> Hardwar
 
 # --------------------------------------------------------------------------- presets
 
-#: Preset name -> YAML file in the ``pimprune/presets`` package folder.
+#: Preset name -> YAML file in the ``pimprune/hardware/presets`` package folder.
 PRESETS: Registry[str] = Registry("hardware preset")
 PRESETS.add("isaac", "isaac32.yaml")
 
@@ -610,7 +610,7 @@ def _load(source: str | Path, depth: int) -> HardwareConfig:
         raise ConfigError(f"hardware file {source}: 'base' chain deeper than {_MAX_BASE_DEPTH}")
     text = str(source)
     if text in PRESETS:
-        path = Path(str(resources.files("pimprune") / "presets" / PRESETS.get(text)))
+        path = Path(str(resources.files("pimprune") / "hardware" / "presets" / PRESETS.get(text)))
         default_name = text
     else:
         path = Path(text)

@@ -1,6 +1,6 @@
 """What a pruning mask keeps: the saliency of every weight.
 
-Every pattern (:mod:`pimprune.patterns`) keeps, within its crossbar budget, the
+Every pattern (:mod:`pimprune.pruning.patterns`) keeps, within its crossbar budget, the
 units of largest summed *energy*: the sum of squares of what it is given. By
 default that is the weight itself (``magnitude``: energy ``w^2``). A saliency
 here gives, per prunable weight tensor, a non-negative factor ``s`` of the
@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from pimprune.errors import ConfigError
-from pimprune.masking import effective_parameter, masked_parameter
+from pimprune.pruning.masking import effective_parameter, masked_parameter
 from pimprune.registry import Registry
 
 #: Saliency name -> class.
@@ -108,7 +108,7 @@ class MagnitudeSaliency(Saliency):
         return {}
 
 
-#: The layers a weight matrix is mapped from (pimprune.matrices).
+#: The layers a weight matrix is mapped from (pimprune.mapping.matrices).
 _MAPPED = (nn.modules.conv._ConvNd, nn.Linear)
 
 

@@ -29,8 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from pimprune.geometry import Crossbar
-from pimprune.matrices import extract_layers
-from pimprune.packing import PackedMatrix, check_physical, pack
+from pimprune.mapping.matrices import extract_layers
+from pimprune.mapping.packing import PackedMatrix, check_physical, pack
 
 __all__ = [
     "MIN_CHUNK_ELEMENTS",
@@ -260,7 +260,7 @@ def simulate_layer(
 
     Args:
         module: The (pruned) layer; supplies geometry and bias.
-        packed: Packing of the layer's matrices (:func:`pimprune.packing.pack`).
+        packed: Packing of the layer's matrices (:func:`pimprune.mapping.packing.pack`).
         x: The layer's input, ``(B, Cin, H, W)`` / ``(Cin, H, W)`` or ``(..., in)``.
         chunk_size: Output positions (conv) or input rows (linear) per chunk;
             ``None`` picks it so a chunk's workspace stays within
@@ -372,13 +372,13 @@ def verify_model(
     The model runs once in eval mode (its mode is restored afterwards) while
     forward hooks record every mapped layer's input and output (first call of
     each layer). Each layer's current (pruned) weights are packed, the packing
-    is checked with :func:`pimprune.packing.check_physical`, the layer is
+    is checked with :func:`pimprune.mapping.packing.check_physical`, the layer is
     computed through the crossbars and compared with its recorded output.
 
     Args:
         model: The (pruned) model.
         xbar: Crossbar geometry.
-        scheme: Packing scheme (one of :data:`pimprune.counting.SCHEMES`).
+        scheme: Packing scheme (one of :data:`pimprune.mapping.counting.SCHEMES`).
         example: An input batch, or the shape of a random one.
         rtol: Relative tolerance of the comparison.
         atol: Absolute tolerance of the comparison.

@@ -4,7 +4,7 @@ DESIGN.md section 5. A pattern is a *projection*: given a layer's weight
 matrices ``(g, M, N)``, a crossbar geometry ``RxC`` and a budget in crossbars,
 :meth:`Pattern.project` returns the boolean mask that keeps the most weight
 energy (sum of squares) while the layer, compacted with the pattern's counting
-scheme (:mod:`pimprune.counting`), fits the budget.
+scheme (:mod:`pimprune.mapping.counting`), fits the budget.
 
 Every pattern is built on one decomposition, :class:`Units`: the layer is cut
 into *units* that each cost a whole number of crossbars (a partly filled
@@ -15,7 +15,7 @@ only be taken after unit ``j-1`` and the gains never increase along a chain.
 With a constant cost per chain, a greedy that takes units by gain per crossbar
 (:func:`greedy_select`) is then optimal for one layer: it is the exact
 projection. The same units, pooled over layers, drive the network-wide
-("global") allocation of :mod:`pimprune.budgets`.
+("global") allocation of :mod:`pimprune.pruning.budgets`.
 
 =================  =======================  ===============  ==========================
 pattern            chain                    unit (chunk)     cost of a unit (crossbars)
@@ -36,10 +36,10 @@ scheme counts non-zero tiles, which is the point of that baseline
 
 ``filter`` here prunes one layer alone (whole output columns, rows kept); the
 network-level filter baseline, which also removes the rows that read a removed
-channel in every consumer, is :mod:`pimprune.dependency`.
+channel in every consumer, is :mod:`pimprune.pruning.dependency`.
 
 A combined sub-row + sub-column pattern is not provided: no counting scheme of
-:mod:`pimprune.counting` describes a packing of both directions whose
+:mod:`pimprune.mapping.counting` describes a packing of both directions whose
 physical validity (every crossbar sums *all* its rows into every column) has
 been proven by the functional simulator.
 """
@@ -54,8 +54,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from pimprune.counting import count, packing_bound
 from pimprune.geometry import Crossbar
+from pimprune.mapping.counting import count, packing_bound
 from pimprune.registry import Registry
 
 
@@ -374,7 +374,7 @@ class Pattern(ABC):
 
     Attributes:
         name: Registry name.
-        scheme: Counting scheme of :mod:`pimprune.counting` the pruned layer is
+        scheme: Counting scheme of :mod:`pimprune.mapping.counting` the pruned layer is
             compacted with.
     """
 
@@ -603,7 +603,7 @@ class FilterPattern(ChunkedPattern):
     """Whole output columns of one layer, ``C`` per column block, each chunk costing ``ceil(M/R)``.
 
     Rows are left as they are; the network-level filter baseline that also
-    drops the consumers' rows is :class:`pimprune.dependency.FilterGraph`.
+    drops the consumers' rows is :class:`pimprune.pruning.dependency.FilterGraph`.
     Items ``(g, N)``; chains: one per group.
     """
 

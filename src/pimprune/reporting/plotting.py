@@ -1,6 +1,6 @@
 """Plots of a crossbar sweep (matplotlib, Agg backend, imported only when plotting).
 
-:func:`plot_sweep` takes the dictionary of :meth:`pimprune.sweep.SweepResult.as_dict`
+:func:`plot_sweep` takes the dictionary of :meth:`pimprune.hardware.sweep.SweepResult.as_dict`
 (or a loaded ``sweep.json``) and writes two figures:
 
 - ``sweep_energy.png``: energy per inference and occupied crossbars against the
@@ -60,7 +60,7 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     Raises:
         ConfigError: if matplotlib is not installed.
     """
-    from pimprune.checkpoint import atomic_write, ensure_dir
+    from pimprune.training.checkpoint import atomic_write, ensure_dir
 
     plt = _pyplot()
     out = ensure_dir(out_dir)

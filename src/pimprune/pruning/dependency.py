@@ -33,10 +33,10 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize
 
-from pimprune.counting import count
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.matrices import LayerMatrix, extract_layers, weight_to_matrix
+from pimprune.mapping.counting import count
+from pimprune.mapping.matrices import LayerMatrix, extract_layers, weight_to_matrix
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -324,7 +324,7 @@ class FilterGraph:
     def layer_counts(self, removed: Sequence[torch.Tensor], xbar: Crossbar) -> dict[str, int]:
         """Crossbars of every mapped layer under the ``filter`` scheme after ``removed``.
 
-        Equal to :func:`pimprune.counting.count` of each layer's weight mask
+        Equal to :func:`pimprune.mapping.counting.count` of each layer's weight mask
         (fast path for ungrouped layers: products of the kept channel counts).
         """
         keep = self.keep_vectors(removed)

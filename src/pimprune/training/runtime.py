@@ -237,7 +237,7 @@ def init_runtime(device: str = "auto") -> Runtime:
 @functools.lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The git revision of the pimprune source tree (``-dirty`` if modified), if it is a checkout."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if not (root / ".git").exists():
         return None
     try:

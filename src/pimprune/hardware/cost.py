@@ -1,15 +1,15 @@
 """Energy, area and latency of a network mapped on crossbars (DESIGN.md section 6).
 
 A *logical* crossbar ``RxC`` holds one weight per cell (the unit that
-:mod:`pimprune.counting` counts). On the hardware of a
-:class:`~pimprune.hardware.HardwareConfig` it is ``P = slices x sign factor``
+:mod:`pimprune.mapping.counting` counts). On the hardware of a
+:class:`~pimprune.hardware.model.HardwareConfig` it is ``P = slices x sign factor``
 physical arrays of ``R x (C + extra)`` cells (``slices = ceil(weight_bits /
 cell_bits)``; the sign scheme doubles the arrays or adds reference columns),
 each array with its own DACs (one per row), sample-and-holds (one per
 column), ``ceil((C + extra) / columns_per_adc)`` ADCs and shift-and-add units.
 
 Only what a packed crossbar *uses* costs energy: for crossbar ``k`` with
-``r_k`` used rows and ``c_k`` used columns (:func:`pimprune.packing.crossbar_stats`),
+``r_k`` used rows and ``c_k`` used columns (:func:`pimprune.mapping.packing.crossbar_stats`),
 ``c'_k = c_k + extra`` and ``n = input_cycles = ceil(input_bits / dac_bits)``,
 one matrix-vector product (MVM) costs, in pJ::
 
@@ -50,8 +50,8 @@ from torch import nn
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware import HardwareConfig
-from pimprune.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
+from pimprune.hardware.model import HardwareConfig
+from pimprune.mapping.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
 
 __all__ = [
     "COMPONENTS",
@@ -329,7 +329,7 @@ def ima_figures(hw: HardwareConfig) -> ImaFigures:
 def dense_stats(rows: int, cols: int, groups: int, xbar: Crossbar) -> tuple[np.ndarray, np.ndarray]:
     """Used rows and columns of the ``dense`` tiling of ``groups`` full ``rows x cols`` matrices.
 
-    Equals :func:`pimprune.packing.crossbar_stats` of an all-non-zero mask under
+    Equals :func:`pimprune.mapping.packing.crossbar_stats` of an all-non-zero mask under
     ``"dense"`` (tiles in the same order), without reading any weight.
     """
     r = np.minimum(xbar.rows, rows - xbar.rows * np.arange(-(-rows // xbar.rows)))
@@ -577,20 +577,20 @@ def network_cost(
     Args:
         model: Dense or pruned network (pruned weights exactly 0).
         xbar: Crossbar geometry.
-        scheme: Packing scheme, one of :data:`pimprune.counting.SCHEMES`.
+        scheme: Packing scheme, one of :data:`pimprune.mapping.counting.SCHEMES`.
         hw: Hardware configuration.
         input_shape: ``(C, H, W)`` or ``(1, C, H, W)`` of one input.
         masks: Layer name -> ``(g, M, N)`` non-zero mask (default: ``weight != 0``).
         mvms: Layer name -> MVMs per inference (default: counted by :func:`layer_mvms`).
-        layers: The mapped layers (default: :func:`pimprune.matrices.extract_layers`).
+        layers: The mapped layers (default: :func:`pimprune.mapping.matrices.extract_layers`).
         stats: Layer name -> ``(used_rows, used_cols)`` of its crossbars, overriding
-            :func:`pimprune.packing.crossbar_stats` of the mask (e.g. :func:`dense_stats`).
+            :func:`pimprune.mapping.packing.crossbar_stats` of the mask (e.g. :func:`dense_stats`).
 
     Returns:
         Per-layer and per-component costs. Layers that never run on this input
         (no MVM) are skipped.
     """
-    from pimprune.packing import crossbar_stats, index_widths
+    from pimprune.mapping.packing import crossbar_stats, index_widths
 
     xbar = Crossbar.parse(xbar)
     layers = extract_layers(model) if layers is None else layers

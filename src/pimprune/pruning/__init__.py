@@ -1,0 +1,1 @@
+"""Pruning: patterns (projections), budgets, saliency, dependency graph, masks, ADMM and methods."""

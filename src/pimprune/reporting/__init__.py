@@ -1,0 +1,1 @@
+"""Reporting: the demo report and plots."""

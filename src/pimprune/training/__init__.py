@@ -1,0 +1,1 @@
+"""Training: data sets, models, training loops, checkpoints and the (distributed) runtime."""
