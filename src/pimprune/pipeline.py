@@ -37,6 +37,7 @@ test sample once, and only rank 0 writes files and prints progress.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -109,6 +110,9 @@ class RunConfig:
         augment: Random crop + flip on training batches.
         limit_train: Use only the first N training images (None: all).
         limit_test: Use only the first N test images (None: all).
+        validation: Training images held out for validation (a fixed split, see
+            :func:`pimprune.training.data.validation_split`; 0: none). With a validation split,
+            per-epoch accuracy is measured on it and the test split only once at the end.
         seed: Random seed of everything.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         out: Output folder.
@@ -131,6 +135,7 @@ class RunConfig:
     augment: bool = True
     limit_train: int | None = None
     limit_test: int | None = None
+    validation: int = 0
     seed: int = 0
     device: str = "auto"
     out: str = "runs/out"
@@ -144,6 +149,7 @@ class RunConfig:
         _check_int("epochs", self.epochs, 0, 100_000)
         _check_int("batch size", self.batch_size, 1, 1 << 20)
         _check_int("seed", self.seed, 0, 2**63 - 1)
+        _check_int("validation", self.validation, 0, 1 << 40)
         for name in ("limit_train", "limit_test"):
             v = getattr(self, name)
             if v is not None:
@@ -188,6 +194,9 @@ class PruneConfig:
             Used by one-shot and gradual pruning and by ADMM (its Z-steps project
             in the saliency-weighted norm, and the final hard prune).
         saliency_batches: Training batches read to compute a data-driven saliency.
+        distill: Knowledge distillation from the dense model during the pruning and
+            retraining epochs: weight of the distillation term in [0, 1] (0: off).
+        distill_temperature: Distillation temperature.
     """
 
     pattern: str = "subrow"
@@ -207,6 +216,8 @@ class PruneConfig:
     bn_recalibrate: int = 50
     saliency: str = "auto"
     saliency_batches: int = 16
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         from pimprune.pruning.patterns import PATTERNS
@@ -225,6 +236,10 @@ class PruneConfig:
         _check_int("updates per epoch", self.updates_per_epoch, 1, 100_000)
         _check_int("bn recalibrate batches", self.bn_recalibrate, 0, 1_000_000)
         _check_int("saliency batches", self.saliency_batches, 1, 1_000_000)
+        if isinstance(self.distill, bool) or not (isinstance(self.distill, (int, float)) and 0 <= self.distill <= 1):
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
+        if not (math.isfinite(self.distill_temperature) and 0 < self.distill_temperature <= 100):
+            raise ConfigError(f"distillation temperature must be in (0, 100], got {self.distill_temperature}")
         for name in ("prune_lr", "retrain_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v <= 10):
@@ -309,11 +324,18 @@ class _Context:
     spec: Any
     example: torch.Tensor
     identity: dict = field(default_factory=dict)
+    val_loader: Any = None
+    distill: Any = None
+
+    @property
+    def monitor_loader(self) -> Any:
+        """Where per-epoch accuracy is measured: the validation split if there is one, else the test split."""
+        return self.val_loader if self.val_loader is not None else self.test_loader
 
 
 def _prepare(run: RunConfig, rt: Runtime) -> _Context:
     """Check the output folder, load the data and describe the model; writes nothing."""
-    from pimprune.training.data import make_loaders
+    from pimprune.training.data import make_loaders, make_validation_loader
     from pimprune.training.models import ModelSpec
 
     out = Path(run.out)
@@ -330,7 +352,13 @@ def _prepare(run: RunConfig, rt: Runtime) -> _Context:
         world_size=rt.world_size,
         limit_train=run.limit_train,
         limit_test=run.limit_test,
+        validation=run.validation,
     )
+    val_loader = None
+    if run.validation:
+        val_loader = make_validation_loader(
+            run.dataset, run.batch_size, run.validation, run.data_dir, rt.device, rt.rank, rt.world_size
+        )
     spec = ModelSpec(
         name=run.model,
         num_classes=info.num_classes,
@@ -340,7 +368,7 @@ def _prepare(run: RunConfig, rt: Runtime) -> _Context:
         stem_stride=run.stem_stride,
     )
     example = torch.zeros(1, info.in_channels, info.input_size, info.input_size)
-    return _Context(rt, run, out, status, train_loader, test_loader, info, spec, example)
+    return _Context(rt, run, out, status, train_loader, test_loader, info, spec, example, val_loader=val_loader)
 
 
 def _new_model(ctx: _Context) -> nn.Module:
@@ -488,7 +516,8 @@ def _run_stage(
         desc = f"{stage} {epoch + 1}/{epochs}"
         try:
             stats = train_epoch(
-                net, ctx.train_loader, opt, sched, optim, ctx.rt.device, desc=desc, execution=ctx.run.execution
+                net, ctx.train_loader, opt, sched, optim, ctx.rt.device, desc=desc, execution=ctx.run.execution,
+                distill=ctx.distill if stage != "dense" else None,
             )
         except TrainingError as exc:
             kept = (
@@ -501,20 +530,23 @@ def _run_stage(
         test_acc = None
         if ctx.run.eval_each_epoch or epoch + 1 == epochs:
             test_acc = evaluate(
-                model, ctx.test_loader, ctx.rt.device, desc=f"{stage} eval", execution=ctx.run.execution
+                model, ctx.monitor_loader, ctx.rt.device, desc=f"{stage} eval", execution=ctx.run.execution
             )["accuracy"]
         row = {
             "stage": stage,
             "epoch": epoch + 1,
             "train_loss": round(stats["loss"], 5),
             "train_accuracy": round(stats["accuracy"], 5),
-            "test_accuracy": None if test_acc is None else round(test_acc, 5),
+            ("val_accuracy" if ctx.val_loader is not None else "test_accuracy"): (
+                None if test_acc is None else round(test_acc, 5)
+            ),
         }
         if ctx.rt.is_main:
             shown = "-" if test_acc is None else f"{test_acc:.4f}"
+            split = "val" if ctx.val_loader is not None else "test"
             print(
                 f"[{stage}] epoch {epoch + 1}/{epochs}  loss {stats['loss']:.4f}  "
-                f"train acc {stats['accuracy']:.4f}  test acc {shown}",
+                f"train acc {stats['accuracy']:.4f}  {split} acc {shown}",
                 flush=True,
             )
         extra = state_extra() if state_extra is not None else {}
@@ -619,6 +651,8 @@ def run_train(run: RunConfig) -> dict:
             "model": run.model,
             "dataset": run.dataset,
             "accuracy": test["accuracy"],
+            "accuracy_val": _validation_accuracy(ctx, model),
+            "validation_samples": run.validation,
             "epochs": {"dense": run.epochs},
             "history": ck.log,
             "config": {"run": config_dict(run), "spec": ctx.spec.to_dict()},
@@ -795,8 +829,13 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         if acc_dense is None:
             acc_dense = evaluate(model, ctx.test_loader, dev, desc="dense eval", execution=run.execution)["accuracy"]
             ck.save(accuracy_dense=acc_dense)
+        acc_dense_val = _validation_accuracy(ctx, model, ck, "accuracy_dense_val")
         if rt.is_main:
             print(f"dense accuracy {acc_dense:.4f}", flush=True)
+        if prune.distill > 0:  # the dense model as teacher (the model holds the dense weights here)
+            from pimprune.training.loops import Distillation
+
+            ctx.distill = Distillation(copy.deepcopy(model), prune.distill, prune.distill_temperature)
 
         steps = len(ctx.train_loader)
         every = max(1, steps // prune.updates_per_epoch)
@@ -900,6 +939,7 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             dense_epochs + prune.prune_epochs,
         )
         test = evaluate(model, ctx.test_loader, dev, desc="final eval", execution=run.execution)
+        acc_val = _validation_accuracy(ctx, model)
         projection = ck.state["projection"]
 
         # 4. count and write -----------------------------------------------------
@@ -922,6 +962,10 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
             "accuracy_dense": acc_dense,
             "accuracy_pruned": test["accuracy"],
             "accuracy_loss_points": round(100 * (acc_dense - test["accuracy"]), 3),
+            "accuracy_dense_val": acc_dense_val,
+            "accuracy_val": acc_val,
+            "validation_samples": run.validation,
+            "distill": {"weight": prune.distill, "temperature": prune.distill_temperature} if prune.distill else None,
             "crossbars_dense": counts.total("dense"),
             "crossbars_pruned": counts.total(scheme),
             "compression": _ratio(counts.compression(scheme)),
@@ -983,6 +1027,20 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         return result
     finally:
         rt.close()
+
+
+def _validation_accuracy(
+    ctx: _Context, model: nn.Module, ck: _Checkpointer | None = None, key: str = ""
+) -> float | None:
+    """Accuracy on the validation split (None without one); cached in the checkpoint under ``key``."""
+    if ctx.val_loader is None:
+        return None
+    if ck is not None and ck.state.get(key) is not None:
+        return ck.state[key]
+    acc = evaluate(model, ctx.val_loader, ctx.rt.device, desc="val eval", execution=ctx.run.execution)["accuracy"]
+    if ck is not None:
+        ck.save(**{key: acc})
+    return acc
 
 
 def _first_epoch_shard(loader: Any) -> torch.Tensor:

@@ -58,6 +58,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no crop/flip augmentation")
     p.add_argument("--limit-train", type=positive_int, default=None, help="use only N training images")
     p.add_argument("--limit-test", type=positive_int, default=None, help="use only N test images")
+    p.add_argument(
+        "--validation",
+        type=nonneg_int,
+        default=0,
+        help="hold out N training images (a fixed split) for validation: per-epoch accuracy and the "
+        "result's accuracy_val come from them, test accuracy is measured once at the end (default 0: off)",
+    )
 
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -103,6 +110,7 @@ def run_config(args: argparse.Namespace, epochs: int):
         augment=args.augment,
         limit_train=args.limit_train,
         limit_test=args.limit_test,
+        validation=getattr(args, "validation", 0),
         seed=args.seed,
         device=args.device,
         out=out or "",

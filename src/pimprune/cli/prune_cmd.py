@@ -109,6 +109,17 @@ def add_parser(sub) -> None:
         default=16,
         help="training batches read to compute the activation or fisher saliency (default 16)",
     )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="knowledge distillation from the dense model during pruning and retraining: share of the "
+        "distillation term in the loss, in [0, 1] (default 0: off)",
+    )
+    p.add_argument(
+        "--distill-temperature", type=positive_float, default=4.0, help="distillation temperature (default 4)"
+    )
     p.set_defaults(func=run)
 
 
@@ -136,6 +147,8 @@ def prune_config(args: argparse.Namespace):
         bn_recalibrate=args.bn_recalibrate,
         saliency=args.saliency,
         saliency_batches=args.saliency_batches,
+        distill=args.distill,
+        distill_temperature=args.distill_temperature,
     )
 
 

@@ -1061,6 +1061,28 @@ class LoaderOptions:
     limit_test: int | None = None
     test_batch_size: int | None = None
     num_workers: int | None = None
+    validation: int = 0
+
+
+#: Seed of the permutation that carves the validation split out of the training images. Fixed (not the
+#: run's seed), so every run of a comparison holds out the same images.
+VALIDATION_SEED = 20261201
+
+
+def validation_split(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(train, validation)`` of ``n`` training samples with ``size`` held out for validation.
+
+    The held-out samples are the first ``size`` of a fixed random permutation
+    (:data:`VALIDATION_SEED`), so the split is the same for every run and seed;
+    both index sets are sorted.
+
+    Raises:
+        ConfigError: if ``size`` leaves no training sample.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < n:
+        raise ConfigError(f"validation must be an integer in [0, {n - 1}] (held-out training images), got {size!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return perm[size:].sort().values, perm[:size].sort().values
 
 
 def dataset_names() -> list[str]:
@@ -1147,6 +1169,7 @@ def make_loaders(
     synthetic: SyntheticSpec | None = None,
     test_batch_size: int | None = None,
     num_workers: int | None = None,
+    validation: int = 0,
 ) -> tuple[BatchLoader, BatchLoader, DatasetInfo]:
     """Training and test loaders of a dataset, split between DDP ranks.
 
@@ -1171,6 +1194,9 @@ def make_loaders(
         synthetic: Shape of the ``synthetic`` dataset.
         test_batch_size: Batch size of the test loader (default ``batch_size``).
         num_workers: Worker processes of on-disk datasets (default: up to 8).
+        validation: Training images held out for validation (:func:`validation_split`); they are
+            left out of the training loader, before ``limit_train`` applies, and
+            :func:`make_validation_loader` serves them.
 
     Returns:
         ``(train_loader, test_loader, info)``; ``info`` gives the sizes after limits.
@@ -1194,13 +1220,19 @@ def make_loaders(
         limit_test,
         test_batch_size,
         num_workers,
+        validation,
     )
     if definition.load is None:
         assert definition.make_loaders is not None
+        if validation:
+            raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
         return definition.make_loaders(req, opts)
     splits = {}
     for split, limit in (("train", limit_train), ("test", limit_test)):
         images, labels = definition.load(split, req)
+        if split == "train" and validation:
+            rest = validation_split(len(labels), validation)[0]
+            images, labels = images[rest], labels[rest]
         keep = _evenly_spaced(len(labels), limit)
         if keep is not None:
             images, labels = images[keep], labels[keep]
@@ -1245,3 +1277,30 @@ def make_loaders(
         test_size=len(test_labels),
     )
     return train_loader, test_loader, info
+
+
+def make_validation_loader(
+    name: str,
+    batch_size: int,
+    validation: int,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    synthetic: SyntheticSpec | None = None,
+) -> BatchLoader:
+    """The held-out validation images of :func:`make_loaders` (``validation`` > 0) as a test-style loader.
+
+    Raises:
+        ConfigError: for a streamed dataset or a size that leaves no training image.
+    """
+    definition = DATASETS.get(name)
+    if definition.load is None:
+        raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
+    images, labels = definition.load("train", _request(data_dir, False, synthetic))
+    held = validation_split(len(labels), validation)[1]
+    return TensorLoader(
+        images[held], labels[held], batch_size, shuffle=False, augment=False, drop_last=False,
+        mean=definition.mean, std=definition.std, device=device, rank=rank, world_size=world_size,
+    )

@@ -167,6 +167,37 @@ class Execution:
 GPU_CHECK_EVERY = 20
 
 
+@dataclass
+class Distillation:
+    """Knowledge distillation from a teacher (Hinton et al. 2015): the loss mixes in the softened KL term.
+
+    ``loss = (1 - weight) * cross_entropy + weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
+
+    Attributes:
+        teacher: The teacher network (pimprune uses the dense model); run in eval mode without gradients.
+        weight: Share of the distillation term, in [0, 1].
+        temperature: Softening temperature ``T`` (> 0).
+    """
+
+    teacher: nn.Module
+    weight: float = 0.9
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def combine(self, x: torch.Tensor, student: torch.Tensor, ce: torch.Tensor, execution: Execution) -> torch.Tensor:
+        """The distillation loss of one batch, given the student's logits and its cross-entropy."""
+        with torch.no_grad(), execution.autocast(x.device):
+            teacher = self.teacher(x).float()
+        t = self.temperature
+        kd = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                      log_target=True)
+        return (1 - self.weight) * ce + self.weight * t * t * kd
+
+
 def train_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -177,8 +208,11 @@ def train_epoch(
     desc: str = "train",
     extra_loss=None,
     execution: Execution = Execution(),
+    distill: Distillation | None = None,
 ) -> dict[str, float]:
     """One epoch of SGD; returns mean loss and accuracy over all ranks.
+
+    With ``distill`` the loss is the distillation loss (:class:`Distillation`).
 
     ``execution`` sets mixed precision and the memory format (:class:`Execution`);
     the loss and accuracy sums stay on the device (no per-step host sync on a GPU).
@@ -200,6 +234,8 @@ def train_epoch(
         with execution.autocast(device):
             out = model(x)
         loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+        if distill is not None:
+            loss = distill.combine(x, out.float(), loss, execution)
         if extra_loss is not None:
             loss = loss + extra_loss()
         if step % GPU_CHECK_EVERY == 0 or device.type == "cpu":
