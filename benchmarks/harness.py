@@ -74,6 +74,8 @@ def add_prune_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--validation", type=int, default=0,
+                   help="training images held out for validation (choices are made on them; default 0)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -99,13 +101,13 @@ def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
         return json.loads((folder / "result.json").read_text())
     run = RunConfig(
         dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
-        limit_train=args.limit_train, seed=args.seed, device=args.device, out=str(folder),
+        limit_train=args.limit_train, validation=getattr(args, "validation", 0), seed=args.seed,
+        device=args.device, out=str(folder),
         resume=(folder / "checkpoint.pt").exists(), epochs=0, optim=OptimConfig(), eval_each_epoch=False,
         execution=Execution(precision=args.precision, channels_last=args.channels_last),
     )
-    config = PruneConfig(
-        dense=args.dense, bn_recalibrate=args.bn_recalibrate, saliency=args.saliency, **prune
-    )
+    config = PruneConfig(**{"dense": args.dense, "bn_recalibrate": args.bn_recalibrate, "saliency": args.saliency,
+                            **prune})
     return run_prune(run, config)
 
 
