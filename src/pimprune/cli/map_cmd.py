@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from pimprune.geometry import parse_geometries
+from pimprune.errors import ConfigError
+from pimprune.geometry import Crossbar, parse_geometries
 from pimprune.mapping.counting import SCHEMES, NetworkCount, count_geometries
 from pimprune.mapping.matrices import extract_layers
+from pimprune.mapping.network import PACKINGS, NetworkPlacement, activation_summary, pack_layers, pack_network
 
 
 def add_parser(sub) -> None:
@@ -28,6 +31,13 @@ def add_parser(sub) -> None:
     p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model name (default 3)")
     p.add_argument("--input-size", type=int, default=224, help="input size in px, for a model name")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier, for a model name")
+    p.add_argument("--packing", default="layer", choices=PACKINGS,
+                   help="layer: each layer on crossbars of its own (the paper's mapping, default); "
+                   "network: blocks of all layers share crossbars (prints both counts)")
+    p.add_argument("--verify", action="store_true",
+                   help="compute every layer through the crossbars of --packing and compare with the model")
+    p.add_argument("--placement", default=None, metavar="FILE.json",
+                   help="write the placement of --packing (one --crossbar only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -54,10 +64,14 @@ def resolve_model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Count and print."""
+    """Count and print; optionally pack the whole network, verify and write the placement."""
     geometries = parse_geometries(
         [g for item in (args.crossbar or ["128x128"]) for g in item.split(",") if g.strip()]
     )
+    if args.placement is not None and len(geometries) != 1:
+        raise ConfigError("--placement writes one placement; give exactly one --crossbar")
+    if args.placement is not None and not args.placement.strip():
+        raise ConfigError("--placement is empty; pass a file name such as placement.json")
     model, meta, label = resolve_model(args)
     layers = extract_layers(model)
     masks = {lay.name: lay.matrix() != 0 for lay in layers}
@@ -65,12 +79,81 @@ def run(args: argparse.Namespace) -> int:
     scheme = args.scheme or meta.get("scheme") or "subrow"
     schemes = SCHEMES if pruned else ("dense",)
     results = count_geometries(layers, geometries, masks if pruned else None, schemes)
+    packings = [_packings(layers, x, scheme if pruned else "dense", args.packing) for x in geometries]
+    if args.verify:
+        for pk in packings:
+            _verify(model, pk[args.packing], _example_shape(args, meta))
+    if args.placement is not None:
+        from pimprune.training.checkpoint import save_text
+
+        save_text(json.dumps(packings[0][args.packing].as_json()) + "\n", args.placement)
     if args.json:
-        print(json.dumps(_as_json(label, meta, results, pruned, scheme)))
+        out = _as_json(label, meta, results, pruned, scheme)
+        for entry, pk in zip(out["results"], packings, strict=True):
+            entry["packing"] = args.packing
+            entry["packings"] = {name: _packing_json(pl) for name, pl in pk.items()}
+        print(json.dumps(out))
     else:
-        for nc in results:
+        for nc, pk in zip(results, packings, strict=True):
             _print_table(label, nc, pruned, scheme)
+            _print_packings(pk)
     return 0
+
+
+def _packings(layers, xbar: Crossbar, scheme: str, packing: str) -> dict[str, NetworkPlacement]:
+    """Per-layer placement, and the network one when asked for."""
+    mats = {lay.name: lay.matrix() for lay in layers}
+    out = {"layer": pack_layers(mats, xbar, scheme)}
+    if packing == "network":
+        out["network"] = pack_network(mats, xbar, scheme)
+    return out
+
+
+def _example_shape(args: argparse.Namespace, meta: dict) -> tuple[int, int, int, int]:
+    spec = meta.get("spec") or {}
+    size = int(spec.get("input_size", args.input_size))
+    return (2, int(spec.get("in_channels", args.in_channels)), size, size)
+
+
+def _verify(model, placement: NetworkPlacement, shape: tuple[int, ...]) -> None:
+    """Simulate every layer through ``placement``; a mismatch is a one-line error (exit 2)."""
+    import torch
+
+    from pimprune.mapping.network_sim import NetworkVerifyError, verify_network
+    from pimprune.mapping.packing import PackingError
+    from pimprune.mapping.simulate import SimulationMismatch
+
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    try:
+        report = verify_network(model, placement, example)
+    except (SimulationMismatch, PackingError) as exc:
+        raise NetworkVerifyError(f"verification failed: {exc}") from None
+    print(
+        f"verified {len(report.errors)} layers through {placement.n_crossbars} {placement.xbar} crossbars "
+        f"({placement.packing} packing): largest error {report.max_error:.3g}",
+        file=sys.stderr,
+    )
+
+
+def _packing_json(pl: NetworkPlacement) -> dict:
+    summary = activation_summary(pl)
+    return {
+        "total_crossbars": pl.n_crossbars,
+        "packing_bound": pl.bound(),
+        "cells": pl.cells_used(),
+        "activations": sum(s["activations"] for s in summary.values()),
+        "layers": summary,
+    }
+
+
+def _print_packings(pk: dict[str, NetworkPlacement]) -> None:
+    for name, pl in pk.items():
+        acts = sum(s["activations"] for s in activation_summary(pl).values())
+        print(
+            f"{name} packing: {pl.n_crossbars} crossbars (bound ceil(cells/(R*C)) = {pl.bound()}), "
+            f"{acts} activations per input vector"
+        )
+    print()
 
 
 def _as_json(label: str, meta: dict, results: list[NetworkCount], pruned: bool, scheme: str) -> dict:
