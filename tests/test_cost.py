@@ -23,7 +23,8 @@ from pimprune.mapping.counting import count
 from pimprune.mapping.matrices import extract_layers
 from pimprune.mapping.packing import crossbar_stats
 
-ISAAC = HardwareConfig()  # offset sign (+1 column), 8 slices, 16 input cycles
+# offset sign (+1 column), 8 slices, 16 input cycles; the hand values use the ADC table
+ISAAC = with_overrides(HardwareConfig(), {"adc.law": "table"})
 
 # ISAAC Table I figures, in the units of the hand calculations below
 E_CELL = 2.4 * 100 / (8 * 128 * 128)  # pJ: 2.4 mW * 100 ns / cells
@@ -92,18 +93,24 @@ def test_area_by_hand():
 
 
 def test_latency_by_hand():
-    # ISAAC: 129 bitlines -> 2 ADCs per array, 65 conversions each at 1.28/ns = 51 ns < 100 ns
+    # ISAAC: 128 data columns -> one ADC per array; it converts the 129 bitlines (reference
+    # column included) at 1.28/ns = 100.8 ns: one column's worth above the 100 ns read cycle
     lc = layer_cost(ISAAC, Crossbar(128, 128), [128, 128], [128, 128], mvms=10)
-    assert lc.cycle_ns == pytest.approx(100.0)
-    assert lc.latency_us == pytest.approx(10 * 16 * 100 / 1000)
-    # one ADC per 512 columns: 513 bitlines -> 2 ADCs, 257 conversions each;
-    # 512 rows -> 10-bit ADC at 1.28 * 8/10 = 1.024 conversions/ns -> 251 ns cycle
+    assert lc.cycle_ns == pytest.approx(129 / 1.28)
+    assert lc.latency_us == pytest.approx(10 * 16 * 129 / 1.28 / 1000)
+    lc = layer_cost(ISAAC, Crossbar(128, 128), [128, 128], [127, 100], mvms=10)
+    assert lc.cycle_ns == pytest.approx(100.0)  # 128 conversions fit the cycle exactly
+    # one ADC per 512 columns: 513 bitlines -> 1 ADC, 513 conversions;
+    # 512 rows -> 10-bit ADC at 1.28 * 8/10 = 1.024 conversions/ns -> 501 ns cycle
     hw = with_overrides(ISAAC, {"columns_per_adc": 512})
     cyc = crossbar_cycle_ns(hw, Crossbar(512, 512), [512, 64], [512, 512])
-    assert cyc[0] == pytest.approx(257 / 1.024)
-    assert cyc[1] == pytest.approx(257 / (1.28 * 8 / 7))  # 64 rows: 8 - 1 = 7 bits, faster
+    assert cyc[0] == pytest.approx(513 / 1.024)
+    assert cyc[1] == pytest.approx(513 / (1.28 * 8 / 7))  # 64 rows: 8 - 1 = 7 bits, faster
     lc = layer_cost(hw, Crossbar(512, 512), [512, 64], [512, 512], mvms=3)
-    assert lc.latency_us == pytest.approx(3 * 16 * 257 / 1.024 / 1000)
+    assert lc.latency_us == pytest.approx(3 * 16 * 513 / 1.024 / 1000)
+    # 256 columns per ADC: 2 ADCs share the 513 bitlines, 257 conversions each
+    hw = with_overrides(ISAAC, {"columns_per_adc": 256})
+    assert crossbar_cycle_ns(hw, Crossbar(512, 512), [512], [512])[0] == pytest.approx(257 / 1.024)
 
 
 def test_one_full_crossbar_is_the_ima():

@@ -84,6 +84,42 @@ def test_fast_projection_equals_projector(pattern):
     assert sum(proj.layer_crossbars(ref).values()) <= proj.network_budget
 
 
+def _resnet20() -> nn.Module:
+    model, _, _ = load_sweep_model("resnet20", num_classes=10, input_size=16, width=0.25)
+    torch.manual_seed(0)
+    with torch.no_grad():  # uneven row scales, so the guard and the ranking both matter
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(torch.rand(m.weight.shape[1], 1, 1) * 3)
+    return model
+
+
+@pytest.mark.parametrize("pattern", ["subrow", "subcolumn"])
+@pytest.mark.parametrize("compression", [16.0, 32.0])
+@pytest.mark.parametrize("geometry", ["4x4", "8x8"])
+def test_sweep_masks_equal_projector_at_high_compression(pattern, compression, geometry):
+    # at 16x and 32x the Projector's keep-every-layer guard decides which layers survive;
+    # a sweep with a ranking of its own empties layers the pruner keeps
+    model = _resnet20()
+    example = torch.zeros(1, 3, 16, 16)
+    xbar = Crossbar.parse(geometry)
+    info = Projector(model, PruneTarget(pattern, xbar, 1.0), example)
+    if info.dense_total / compression < info.kept_total:
+        pytest.skip("out of reach on this geometry")
+    got = ProjectionPruner(model, pattern, example, target_compression=compression)(xbar)
+    proj = Projector(model, PruneTarget(pattern, xbar, compression, allocation="global"), example)
+    ref = proj(dict(model.named_parameters()))
+    for lay in extract_layers(model):
+        key = f"{lay.name}.weight"
+        if key in ref:
+            assert torch.equal(got.masks[lay.name], lay.matrix(ref[key])), lay.name
+            # the guard: a layer is emptied only when the budget has fewer crossbars than layers
+            assert bool(got.masks[lay.name].any()) or proj.prunable_budget < len(proj.layers), lay.name
+        else:
+            assert bool(got.masks[lay.name].all())
+    assert got.silenced_outputs == proj.silenced_outputs()
+
+
 @pytest.mark.parametrize("pattern", ["subrow", "filter"])
 def test_keep_energy_budget_is_minimal(pattern):
     model = _net(1)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate_cmd",
     "hardware": "hardware_cmd",
     "sweep": "sweep_cmd",
+    "export": "export_cmd",
 }
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from pimprune.errors import ConfigError
-from pimprune.hardware.cost import ima_figures
+from pimprune.geometry import Crossbar
+from pimprune.hardware.cost import crossbar_figures, ima_figures
 from pimprune.hardware.model import PRESETS, HardwareConfig, config_to_dict, load_preset, with_overrides
 
 #: ISAAC Table I totals per IMA, shown beside the derived figures.
@@ -41,6 +42,13 @@ def add_parser(sub: Any) -> None:
         help="override a field by its dotted path, e.g. --set adc.sampling_rate_gsps=2.56 "
         "(repeatable; the value is read as YAML)",
     )
+    p.add_argument(
+        "--crossbar",
+        default=None,
+        metavar="RxC",
+        help="also show one fully used logical crossbar of this geometry (area, power, energy per MVM, ADCs), "
+        "costed exactly as map and sweep cost every crossbar",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -71,10 +79,11 @@ def resolve_hardware(source: str, overrides: list[str] | None = None) -> Hardwar
     return hw
 
 
-def describe(hw: HardwareConfig) -> dict[str, Any]:
-    """The configuration and its derived figures, JSON-ready."""
+def describe(hw: HardwareConfig, crossbar: Crossbar | str | None = None) -> dict[str, Any]:
+    """The configuration and its derived figures, JSON-ready (with ``"crossbar"`` if one is given)."""
     ima = ima_figures(hw)
     figures = ima.as_dict()
+    extra = {} if crossbar is None else {"crossbar": crossbar_figures(hw, crossbar).as_dict()}
     return {
         "preset": hw.name,
         "config": config_to_dict(hw),
@@ -83,12 +92,14 @@ def describe(hw: HardwareConfig) -> dict[str, Any]:
             "physical_arrays_per_crossbar": hw.physical_arrays,
             "input_cycles_per_mvm": hw.input_cycles,
             "adc_bits_for_ima_rows": ima.adc_bits,
+            "chip_crossbars": hw.chip_crossbars,
         },
         "ima_power_mw": figures["ima_power_mw"],
         "ima_area_mm2": figures["ima_area_mm2"],
         "adc_power_share": figures["adc_power_share"],
         "ima": figures,
         "isaac_table_i": {"ima_power_mw": ISAAC_IMA_POWER_MW, "ima_area_mm2": ISAAC_IMA_AREA_MM2},
+        **extra,
     }
 
 
@@ -121,13 +132,22 @@ def format_text(info: dict[str, Any]) -> str:
         f"(this model: {total_p / ref['ima_power_mw'] - 1:+.1%} power, "
         f"{ima['ima_area_mm2'] / ref['ima_area_mm2'] - 1:+.1%} area)",
     ]
+    if "crossbar" in info:
+        x = info["crossbar"]
+        lines += [
+            "",
+            f"one logical crossbar {x['crossbar']} ({x['physical_arrays']} arrays, {x['adcs']} ADCs of "
+            f"{x['adc_bits']} bits, cycle {x['cycle_ns']:g} ns): {x['area_mm2']:.6f} mm^2, "
+            f"{x['power_mw']:.4f} mW, {x['energy_pj_per_mvm']:.1f} pJ per MVM",
+        ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the preset and its figures."""
     hw = resolve_hardware(args.preset, args.overrides)
-    info = describe(hw)
+    xbar = Crossbar.parse(args.crossbar) if args.crossbar is not None else None
+    info = describe(hw, xbar)
     if args.json:
         print(json.dumps(info))
     else:

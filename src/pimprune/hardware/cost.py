@@ -6,7 +6,16 @@ A *logical* crossbar ``RxC`` holds one weight per cell (the unit that
 physical arrays of ``R x (C + extra)`` cells (``slices = ceil(weight_bits /
 cell_bits)``; the sign scheme doubles the arrays or adds reference columns),
 each array with its own DACs (one per row), sample-and-holds (one per
-column), ``ceil((C + extra) / columns_per_adc)`` ADCs and shift-and-add units.
+column), ``ceil(C / columns_per_adc)`` ADCs and shift-and-add units. The
+reference column of the ``offset`` scheme is part of its array's cost (cells,
+sample-and-hold, one more conversion per cycle) but buys no ADC of its own:
+ISAAC's 128x128 array has exactly one ADC.
+
+:func:`crossbar_figures` gives the figures of one fully used logical crossbar
+from the same functions that cost a mapped network (:func:`layer_cost`,
+:func:`network_cost`); :func:`ima_figures` (the ISAAC check) is that crossbar
+scaled to the reference tile, so map, sweep, demo and the IMA check share one
+costing path.
 
 Only what a packed crossbar *uses* costs energy: for crossbar ``k`` with
 ``r_k`` used rows and ``c_k`` used columns (:func:`pimprune.mapping.packing.crossbar_stats`),
@@ -27,11 +36,12 @@ ceil(log2 N)`` per used column under ``subcolumn`` (0 otherwise) and
 number of MVMs (output positions for the given input size) times the sum over
 its crossbars.
 
-Latency: layers run one after the other, the crossbars of a layer in
-parallel, and a layer's MVMs one after the other (no replication). A cycle
-lasts ``max(read_cycle_ns, ceil(c'_k / adcs) / rate(b_k))``: an ADC shared
-by several columns converts them in turn. Layer latency = MVMs x ``n`` x the
-slowest crossbar's cycle.
+Latency: a cycle lasts ``max(read_cycle_ns, ceil(c'_k / adcs) / rate(b_k))``:
+an ADC shared by several columns converts them in turn. A layer's MVM takes
+``n`` cycles of its slowest crossbar. :attr:`LayerCost.latency_us` is the
+layer's MVMs one after the other on one copy of its crossbars;
+:mod:`pimprune.hardware.latency` adds the chip (capacity, replication,
+time-multiplexing) and the two execution models.
 
 Area: every crossbar a layer occupies is built in full (``R x (C + extra)``
 cells and all its peripherals, ADCs sized for ``R`` rows), plus the index
@@ -55,12 +65,15 @@ from pimprune.mapping.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
 
 __all__ = [
     "COMPONENTS",
+    "CrossbarFigures",
     "ImaFigures",
     "LayerCost",
     "NetworkCost",
     "crossbar_area_um2",
     "crossbar_cycle_ns",
     "crossbar_energy_pj",
+    "crossbar_figures",
+    "adcs_per_array",
     "dense_stats",
     "ima_figures",
     "layer_cost",
@@ -182,23 +195,30 @@ def crossbar_energy_pj(
     return {k: out[k].astype(np.float64) for k in COMPONENTS}
 
 
-def _adcs_per_array(hw: HardwareConfig, cols_phys: int) -> int:
-    return -(-cols_phys // hw.columns_per_adc)
+def adcs_per_array(hw: HardwareConfig, data_cols: int) -> int:
+    """ADCs of one physical array of ``data_cols`` weight columns: ``ceil(C / columns_per_adc)``.
+
+    The sign scheme's extra (reference) columns are converted by the same ADCs: they
+    cost one more conversion each, not another converter (ISAAC: one ADC per 128x128 array).
+    """
+    return max(1, -(-data_cols // hw.columns_per_adc))
 
 
 def crossbar_cycle_ns(hw: HardwareConfig, xbar: Crossbar, used_rows: Any, used_cols: Any) -> np.ndarray:
     """``(K,)`` read-cycle time (ns) of each crossbar: ``max(read cycle, ADC time)``."""
     r, _, cp = _used(hw, used_rows, used_cols)
-    adcs = _adcs_per_array(hw, xbar.cols + hw.sign.extra_columns)
+    adcs = adcs_per_array(hw, xbar.cols)
     rate = _per_bits(_adc_bits(hw, r), hw.adc.rate_gsps)
     adc_ns = np.where(cp > 0, -(-cp // adcs) / np.where(rate > 0, rate, 1.0), 0.0)
     return np.maximum(hw.read_cycle_ns, adc_ns)
 
 
-def _tile_area_um2(hw: HardwareConfig, rows: int, cols_phys: int, logical_cols: int, arrays: int) -> dict[str, float]:
-    """Area (um^2) of one built crossbar (or tile of ``arrays`` arrays), by component."""
+def _tile_area_um2(hw: HardwareConfig, rows: int, cols: int, arrays: int) -> dict[str, float]:
+    """Area (um^2) of one built logical crossbar of ``rows x cols`` (``arrays`` arrays), by component."""
     bits = hw.adc_resolution(rows)
-    adcs = arrays * _adcs_per_array(hw, cols_phys)
+    adcs = arrays * adcs_per_array(hw, cols)
+    cols_phys = cols + hw.sign.extra_columns
+    logical_cols = cols
     reg = hw.registers
     return {
         "array": arrays * rows * cols_phys * hw.array.area_um2_per_cell,
@@ -227,7 +247,7 @@ def crossbar_area_um2(
     """
     r, c, _ = _used(hw, used_rows, used_cols)
     k = r.size
-    one = _tile_area_um2(hw, xbar.rows, xbar.cols + hw.sign.extra_columns, xbar.cols, hw.physical_arrays)
+    one = _tile_area_um2(hw, xbar.rows, xbar.cols, hw.physical_arrays)
     out = {name: k * v for name, v in one.items()}
     ix = hw.index
     index_bits = int((r * index_bits_per_row + c * index_bits_per_col).sum())
@@ -235,7 +255,100 @@ def crossbar_area_um2(
     return out
 
 
-# --------------------------------------------------------------------------- reference tile
+# --------------------------------------------------------------------------- one crossbar, one tile
+
+
+def _rounded(d: dict[str, float], digits: int) -> dict[str, float]:
+    return {k: round(v, digits) for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class CrossbarFigures:
+    """One logical crossbar ``RxC`` with every row and column in use (all its physical arrays).
+
+    Attributes:
+        rows: Rows ``R``.
+        cols: Data columns ``C`` (the sign scheme's extra columns come on top).
+        arrays: Physical arrays (weight slices x sign factor).
+        adc_bits: ADC resolution for ``R`` active rows.
+        adcs: ADCs over all its arrays.
+        cycle_ns: Read cycle (ns): ``max(read_cycle_ns, ADC time)``.
+        input_cycles: Read cycles per matrix-vector product.
+        energy_pj: Energy of one matrix-vector product by component (pJ).
+        area_mm2: Area by component (mm^2).
+    """
+
+    rows: int
+    cols: int
+    arrays: int
+    adc_bits: int
+    adcs: int
+    cycle_ns: float
+    input_cycles: int
+    energy_pj: dict[str, float]
+    area_mm2: dict[str, float]
+
+    @property
+    def energy_pj_per_mvm(self) -> float:
+        """Energy of one matrix-vector product (pJ)."""
+        return sum(self.energy_pj.values())
+
+    @property
+    def power_mw(self) -> dict[str, float]:
+        """Power by component while computing MVMs back to back (mW = pJ / ns)."""
+        t = self.input_cycles * self.cycle_ns
+        return {k: v / t for k, v in self.energy_pj.items()}
+
+    @property
+    def total_power_mw(self) -> float:
+        """Total power (mW)."""
+        return self.energy_pj_per_mvm / (self.input_cycles * self.cycle_ns)
+
+    @property
+    def total_area_mm2(self) -> float:
+        """Total area (mm^2)."""
+        return sum(self.area_mm2.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the ``"crossbar"`` object of ``pimprune hardware --crossbar``)."""
+        return {
+            "crossbar": f"{self.rows}x{self.cols}",
+            "physical_arrays": self.arrays,
+            "adc_bits": self.adc_bits,
+            "adcs": self.adcs,
+            "cycle_ns": round(self.cycle_ns, 4),
+            "energy_pj_per_mvm": round(self.energy_pj_per_mvm, 4),
+            "power_mw": round(self.total_power_mw, 5),
+            "area_mm2": round(self.total_area_mm2, 7),
+            "energy_breakdown_pj": _rounded(self.energy_pj, 4),
+            "power_breakdown_mw": _rounded(self.power_mw, 5),
+            "area_breakdown_mm2": _rounded(self.area_mm2, 7),
+        }
+
+
+def crossbar_figures(hw: HardwareConfig, xbar: Crossbar | str) -> CrossbarFigures:
+    """Figures of one fully used logical crossbar, from the functions that cost a network.
+
+    Energy comes from :func:`crossbar_energy_pj`, area from :func:`crossbar_area_um2`
+    and the cycle from :func:`crossbar_cycle_ns` of a crossbar with all ``R`` rows and
+    ``C`` columns in use, exactly as :func:`layer_cost` costs a dense tile.
+    """
+    xbar = Crossbar.parse(xbar)
+    rows, cols = np.array([xbar.rows]), np.array([xbar.cols])
+    energy = crossbar_energy_pj(hw, rows, cols)
+    area = crossbar_area_um2(hw, xbar, rows, cols)
+    area.pop("index")
+    return CrossbarFigures(
+        rows=xbar.rows,
+        cols=xbar.cols,
+        arrays=hw.physical_arrays,
+        adc_bits=hw.adc_resolution(xbar.rows),
+        adcs=hw.physical_arrays * adcs_per_array(hw, xbar.cols),
+        cycle_ns=float(crossbar_cycle_ns(hw, xbar, rows, cols)[0]),
+        input_cycles=hw.input_cycles,
+        energy_pj={k: float(v[0]) for k, v in energy.items() if k != "index"},
+        area_mm2={k: v / _UM2_PER_MM2 for k, v in area.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -245,7 +358,7 @@ class ImaFigures:
     Attributes:
         arrays: Physical arrays in the tile.
         rows: Rows per array.
-        cols: Columns per array.
+        cols: Data columns per array (the sign scheme's extra columns come on top).
         adc_bits: ADC resolution for ``rows`` active rows.
         adcs: ADCs in the tile.
         cycle_ns: Read cycle (ns).
@@ -285,41 +398,35 @@ class ImaFigures:
             "cols": self.cols,
             "adc_bits": self.adc_bits,
             "adcs": self.adcs,
-            "cycle_ns": self.cycle_ns,
+            "cycle_ns": round(self.cycle_ns, 4),
             "ima_power_mw": round(self.ima_power_mw, 4),
             "ima_area_mm2": round(self.ima_area_mm2, 6),
             "adc_power_share": round(self.adc_power_share, 4),
-            "power_mw": {k: round(v, 5) for k, v in self.power_mw.items()},
-            "area_mm2": {k: round(v, 7) for k, v in self.area_mm2.items()},
+            "power_mw": _rounded(self.power_mw, 5),
+            "area_mm2": _rounded(self.area_mm2, 7),
         }
 
 
 def ima_figures(hw: HardwareConfig) -> ImaFigures:
-    """Power and area of ``hw.ima`` arrays with every row and column active each cycle.
+    """Power and area of ``hw.ima``: :func:`crossbar_figures` of its geometry, scaled to its arrays.
 
-    The ``arrays`` arrays hold ``arrays * cols / slices`` logical weight columns
-    (ISAAC: 128 16-bit weights), whose partial sums the output register holds.
-    The sign scheme's extra columns are not part of the reference tile.
+    The tile's ``arrays`` physical arrays are ``arrays / physical_arrays`` logical
+    crossbars of ``rows x cols`` (ISAAC: 8 arrays = one logical 128x128 crossbar of
+    16-bit weights on 8 slices), costed by the same path as every mapped crossbar,
+    the sign scheme's reference column included.
     """
     t = hw.ima
-    logical = t.arrays * t.cols // hw.slices
-    rows = np.array([t.rows])
-    cycle = _cycle_components(hw, rows, np.array([t.cols]), np.array([logical]), t.arrays)
-    bits = hw.adc_resolution(t.rows)
-    adcs_per_array = _adcs_per_array(hw, t.cols)
-    adc_ns = -(-t.cols // adcs_per_array) / hw.adc.rate_gsps(bits)
-    cycle_ns = max(hw.read_cycle_ns, adc_ns)
-    area = _tile_area_um2(hw, t.rows, t.cols, logical, t.arrays)
-    area.pop("index")
+    one = crossbar_figures(hw, Crossbar(t.rows, t.cols))
+    scale = t.arrays / one.arrays
     return ImaFigures(
         arrays=t.arrays,
         rows=t.rows,
         cols=t.cols,
-        adc_bits=bits,
-        adcs=t.arrays * adcs_per_array,
-        cycle_ns=cycle_ns,
-        power_mw={k: float(v[0]) / cycle_ns for k, v in cycle.items()},  # pJ / ns = mW
-        area_mm2={k: v / _UM2_PER_MM2 for k, v in area.items()},
+        adc_bits=one.adc_bits,
+        adcs=round(one.adcs * scale),
+        cycle_ns=one.cycle_ns,
+        power_mw={k: v * scale for k, v in one.power_mw.items()},
+        area_mm2={k: v * scale for k, v in one.area_mm2.items()},
     )
 
 

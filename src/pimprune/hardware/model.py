@@ -25,7 +25,7 @@ import dataclasses
 import json
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,9 +37,12 @@ from pimprune.errors import ConfigError
 from pimprune.registry import Registry
 
 __all__ = [
+    "ADC_LAWS",
     "PRESETS",
     "SIGN_SCHEMES",
+    "AdcLaw",
     "AdcModel",
+    "ChipLayout",
     "ArrayModel",
     "DacModel",
     "HardwareConfig",
@@ -138,16 +141,108 @@ def _lookup(table: tuple[tuple[int, float], ...], bits: int) -> float:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Resolution (bits) at which the scaling laws are anchored to the table (ISAAC's 8-bit ADC).
+ADC_ANCHOR_BITS = 8
+#: Walden figure of merit (fJ per conversion step) that puts a fixed-FoM converter on the
+#: table's 8-bit entry: 1.67 pJ / 2^8 = 6.52 fJ/step. For comparison ISAAC's own ADC is
+#: 2 mW / (1.28 GS/s * 2^8) = 6.1 fJ/step at 8 bits; Murmann's ADC survey (1997-2024)
+#: places published GS/s SAR converters at a few to a few tens of fJ/step.
+WALDEN_FOM_FJ_PER_STEP = 1670.0 / 2**ADC_ANCHOR_BITS
+#: Schreier figure of merit (dB) that puts a fixed-FoM converter on the same 8-bit point:
+#: ``FoM_S = SNDR + 10 log10(BW / P)`` with ``SNDR = 6.02 b + 1.76`` dB and ``BW = f_s / 2``,
+#: so ``E = P / f_s = 10^((SNDR - FoM_S) / 10) / 2`` J; 1.67 pJ at 8 bits gives 164.7 dB.
+SCHREIER_FOM_DB = 6.02 * ADC_ANCHOR_BITS + 1.76 - 10 * math.log10(2 * 1.67e-12)
+
+
+@dataclass(frozen=True)
+class AdcLaw:
+    """How ADC energy per conversion and area grow with resolution (a name of :data:`ADC_LAWS`).
+
+    Attributes:
+        energy_pj: ``(adc, bits) -> pJ`` per conversion at ``bits`` (> 0 bits).
+        area_um2: ``(adc, bits) -> um^2`` per converter at ``bits`` (>= 1 bit).
+        description: One line for help texts and docs.
+    """
+
+    energy_pj: Callable[[AdcModel, int], float]
+    area_um2: Callable[[AdcModel, int], float]
+    description: str
+
+
+def _rate_penalty(adc: AdcModel, bits: int) -> float:
+    """Murmann-survey speed corner: above ``rate_corner_gsps`` energy grows with the rate."""
+    if adc.rate_corner_gsps is None:
+        return 1.0
+    return max(1.0, adc.rate_gsps(bits) / adc.rate_corner_gsps)
+
+
+def _enob(adc: AdcModel, bits: int) -> float:
+    return max(0.0, bits - adc.enob_loss_bits)
+
+
+def _area_by_growth(adc: AdcModel, bits: int) -> float:
+    """Area of a converter whose capacitive DAC doubles per bit, anchored at the table's 8 bits."""
+    anchor = _lookup(adc.area_um2_by_bits, ADC_ANCHOR_BITS)
+    return anchor * adc.area_growth_per_bit ** (max(bits, 1) - ADC_ANCHOR_BITS)
+
+
+#: ADC scaling laws (``adc.law``).
+ADC_LAWS: Registry[AdcLaw] = Registry("ADC scaling law")
+ADC_LAWS.add(
+    "table",
+    AdcLaw(
+        lambda adc, b: _lookup(adc.energy_pj_by_bits, b),
+        lambda adc, b: _lookup(adc.area_um2_by_bits, max(b, 1)),
+        "the ISAAC ADC scaled by resolution (DESIGN.md 6): energy about 1.2x per bit",
+    ),
+)
+ADC_LAWS.add(
+    "walden",
+    AdcLaw(
+        lambda adc, b: adc.walden_fom_fj_per_step * 2 ** _enob(adc, b) * _rate_penalty(adc, b) / 1e3,
+        _area_by_growth,
+        "fixed Walden figure of merit (Walden 1999): E = FoM * 2^ENOB, 2x per effective bit",
+    ),
+)
+ADC_LAWS.add(
+    "schreier",
+    AdcLaw(
+        lambda adc, b: (
+            0.5e12 * 10 ** ((6.02 * _enob(adc, b) + 1.76 - adc.schreier_fom_db) / 10) * _rate_penalty(adc, b)
+        ),
+        _area_by_growth,
+        "fixed Schreier figure of merit (thermal-noise limited): E = 10^((SNDR - FoM_S)/10) / 2, 4x per bit",
+    ),
+)
+
+
 @dataclass(frozen=True)
 class AdcModel:
     """Analog-to-digital converters reading the bitlines (SAR, one per ``columns_per_adc``).
 
     Attributes:
-        energy_pj_by_bits: Energy per conversion (pJ) by resolution (bits). Source:
-            DESIGN.md section 6, the ISAAC ADC scaled with resolution at 32 nm.
+        law: Scaling law of energy and area with resolution, a name of :data:`ADC_LAWS`:
+            ``table`` (the two tables below), ``walden`` (fixed Walden FoM, 2x energy per
+            effective bit) or ``schreier`` (fixed Schreier FoM, 4x per bit). The default
+            and its justification (``walden``, anchored on the table's 8-bit entry, so the
+            ISAAC check is the same under every law): docs/hardware.md section 2.
+        energy_pj_by_bits: Energy per conversion (pJ) by resolution (bits), law ``table``.
+            Source: DESIGN.md section 6, the ISAAC ADC scaled with resolution at 32 nm.
             (ISAAC's own 8-bit ADC is 2 mW / 1.28 GS/s = 1.56 pJ, 7% below the table.)
         area_um2_by_bits: Area per ADC (um^2) by resolution (bits); same source
-            (8 bits: 1200 um^2 = ISAAC's 0.0096 mm^2 / 8 ADCs).
+            (8 bits: 1200 um^2 = ISAAC's 0.0096 mm^2 / 8 ADCs). The FoM laws take their
+            8-bit anchor from it.
+        walden_fom_fj_per_step: Walden FoM ``P / (f_s 2^ENOB)`` (fJ per conversion step),
+            law ``walden``; default :data:`WALDEN_FOM_FJ_PER_STEP` (on the table at 8 bits).
+        schreier_fom_db: Schreier FoM ``SNDR + 10 log10(f_s / 2 / P)`` (dB), law
+            ``schreier``; default :data:`SCHREIER_FOM_DB` (on the table at 8 bits).
+        enob_loss_bits: Effective bits lost to noise and distortion (bits): the FoM laws
+            use ``ENOB = bits - enob_loss_bits``. 0: the anchor already holds the loss.
+        area_growth_per_bit: Area factor per extra bit for the FoM laws (a SAR capacitive
+            DAC of ``2^b`` unit capacitors: 2). The table grows 1.5-1.6x per bit at 8-10 bits.
+        rate_corner_gsps: Sampling rate (G samples/s) above which the FoM laws' energy per
+            conversion grows in proportion to the rate (Murmann's survey: the FoM envelope
+            degrades above a speed corner). None: no rate dependence (default).
         sampling_rate_gsps: Conversions per ns (G samples/s) at ``reference_bits``.
             ISAAC Table I: 1.28 GS/s, i.e. 128 columns per 100 ns cycle.
         reference_bits: Resolution at which ``sampling_rate_gsps`` holds (ISAAC: 8).
@@ -158,8 +253,14 @@ class AdcModel:
             rows of each crossbar with :func:`adc_bits`.
     """
 
+    law: str = "walden"
     energy_pj_by_bits: tuple[tuple[int, float], ...] = ADC_ENERGY_PJ_BY_BITS
     area_um2_by_bits: tuple[tuple[int, float], ...] = ADC_AREA_UM2_BY_BITS
+    walden_fom_fj_per_step: float = WALDEN_FOM_FJ_PER_STEP
+    schreier_fom_db: float = SCHREIER_FOM_DB
+    enob_loss_bits: float = 0.0
+    area_growth_per_bit: float = 2.0
+    rate_corner_gsps: float | None = None
     sampling_rate_gsps: float = 1.28
     reference_bits: int = 8
     rate_scales_with_bits: bool = True
@@ -168,14 +269,20 @@ class AdcModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "energy_pj_by_bits", _table(self.energy_pj_by_bits, "adc.energy_pj_by_bits"))
         object.__setattr__(self, "area_um2_by_bits", _table(self.area_um2_by_bits, "adc.area_um2_by_bits"))
+        ADC_LAWS.get(self.law)
+        _check_numbers(
+            self,
+            "adc.",
+            positive=("walden_fom_fj_per_step", "schreier_fom_db", "area_growth_per_bit", "rate_corner_gsps"),
+        )
 
     def energy_pj(self, bits: int) -> float:
         """Energy of one conversion at ``bits`` resolution (pJ); 0 for 0 bits."""
-        return 0.0 if bits <= 0 else _lookup(self.energy_pj_by_bits, bits)
+        return 0.0 if bits <= 0 else ADC_LAWS.get(self.law).energy_pj(self, bits)
 
     def area_um2(self, bits: int) -> float:
         """Area of one ADC of ``bits`` resolution (um^2)."""
-        return _lookup(self.area_um2_by_bits, max(bits, 1))
+        return ADC_LAWS.get(self.law).area_um2(self, max(bits, 1))
 
     def rate_gsps(self, bits: int) -> float:
         """Conversions per ns at ``bits`` resolution."""
@@ -353,6 +460,30 @@ class ImaLayout:
 
 
 @dataclass(frozen=True)
+class ChipLayout:
+    """How many crossbars a chip holds, for latency and replication (:mod:`pimprune.hardware.latency`).
+
+    Attributes:
+        tiles: Tiles per chip (ISAAC: 168 tiles per chip, Shafiee et al. 2016, section 6).
+        arrays_per_tile: Physical arrays per tile (ISAAC: 12 IMAs of 8 arrays = 96). A
+            logical crossbar takes :attr:`HardwareConfig.physical_arrays` of them.
+        replicate: Spend the crossbars the network leaves free on copies of its slowest
+            layers (ISAAC balances its pipeline so); copies split a layer's MVMs.
+        reprogram_us_per_pass: Time to rewrite the crossbars once (us) when the network
+            (layer by layer: a layer) does not fit on the chip and runs in several passes.
+            ISAAC keeps every weight resident and gives no figure: 0 (not modelled) by default.
+    """
+
+    tiles: int = 168
+    arrays_per_tile: int = 96
+    replicate: bool = True
+    reprogram_us_per_pass: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_numbers(self, "chip.", positive=("tiles", "arrays_per_tile"))
+
+
+@dataclass(frozen=True)
 class SignScheme:
     """How signed weights are stored.
 
@@ -407,6 +538,7 @@ class HardwareConfig:
         registers: Input / output register model.
         index: Index and routing overhead of compacted crossbars.
         ima: Reference tile of the preset's headline figures.
+        chip: Tiles and arrays of the chip, for latency and replication.
     """
 
     name: str = "isaac"
@@ -428,6 +560,7 @@ class HardwareConfig:
     registers: Registers = field(default_factory=Registers)
     index: IndexOverhead = field(default_factory=IndexOverhead)
     ima: ImaLayout = field(default_factory=ImaLayout)
+    chip: ChipLayout = field(default_factory=ChipLayout)
 
     def __post_init__(self) -> None:
         _check_numbers(
@@ -473,6 +606,11 @@ class HardwareConfig:
     def physical_arrays(self) -> int:
         """Physical arrays per logical crossbar (one weight per cell): slices x sign factor."""
         return self.slices * self.sign.array_factor
+
+    @property
+    def chip_crossbars(self) -> int:
+        """Logical crossbars the chip holds: ``tiles * floor(arrays_per_tile / physical_arrays)``."""
+        return self.chip.tiles * (self.chip.arrays_per_tile // self.physical_arrays)
 
     def adc_resolution(self, active_rows: int) -> int:
         """ADC bits for ``active_rows`` rows: ``adc.bits`` if fixed, else :func:`adc_bits`."""

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.hardware.cost import COMPONENTS, dense_stats, layer_mvms, network_cost
+from pimprune.hardware.latency import network_latency
 from pimprune.hardware.model import HardwareConfig
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
 
@@ -161,16 +162,14 @@ def _sq_energy(t: torch.Tensor) -> float:
 
 
 class ProjectionPruner:
-    """Prunes with the pattern's projection, no retraining (the ``projection`` mode).
+    """Prunes with the pruner's own projection, no retraining (the ``projection`` mode).
 
-    The projection is that of :class:`pimprune.pruning.budgets.Projector` with the
-    ``global`` allocation; for the layer-wise patterns the units of every layer
-    (:meth:`pimprune.pruning.patterns.Pattern.units`) are computed once per geometry and
-    ranked exactly as the global allocation ranks them (gain normalised by the
-    layer's energy per dense crossbar, :func:`pimprune.pruning.patterns.greedy_select`),
-    so the bisection over the budget costs no re-projection. ``filter`` (a
-    network-level pattern) goes through a :class:`~pimprune.pruning.budgets.Projector`
-    per step.
+    Every mask comes from :class:`pimprune.pruning.budgets.Projector` with the ``global``
+    allocation (its keep-every-layer guard and layer normalisation included): for a
+    crossbar budget ``B`` the projector is built for ``PruneTarget(pattern, xbar,
+    target_compression=dense_total / B, allocation="global", keep_dense=...)`` and
+    called on the model's weights. The sweep has no ranking of its own, so its masks
+    are the pruner's by construction (``tests/test_sweep.py`` checks them at 16x and 32x).
 
     Args:
         model: The network (its weights are read, never changed).
@@ -192,7 +191,7 @@ class ProjectionPruner:
         target_compression: float | None = None,
         keep_dense: Sequence[str] = ("first", "last"),
     ) -> None:
-        from pimprune.pruning.patterns import UnitsCache, get_pattern
+        from pimprune.pruning.patterns import get_pattern
 
         if keep_energy is not None and target_compression is not None:
             raise ConfigError("give exactly one of keep_energy and target_compression")
@@ -218,12 +217,10 @@ class ProjectionPruner:
         self.total_energy = sum(self.energy.values())
         self.nonzero = {n: m != 0 for n, m in self.matrices.items()}
         self.has_zeros = {n: not bool(nz.all()) for n, nz in self.nonzero.items()}
-        # item energies, sorted, shared by the geometries that agree on what they depend on
-        self._units = UnitsCache(self.pattern)
 
     # -- shared helpers ------------------------------------------------------------
 
-    def _target(self, xbar: Crossbar, compression: float, allocation: str) -> Any:
+    def _target(self, xbar: Crossbar, compression: float, allocation: str = "global") -> Any:
         from pimprune.pruning.budgets import PruneTarget
 
         return PruneTarget(
@@ -242,12 +239,11 @@ class ProjectionPruner:
         compression: float,
         layer_masks: Mapping[str, torch.Tensor],
         kept_dense: Sequence[str],
-        kept_energy: float | None = None,
+        silenced: Mapping[str, int],
     ) -> Pruned:
         """Non-zero masks of the pruned network; the network itself is built on demand."""
         masks: dict[str, torch.Tensor] = {}
         kept = 0.0
-        silenced: dict[str, int] = {}
         for lay in self.layers:
             mask = layer_masks.get(lay.name)
             if mask is None:  # kept dense
@@ -255,17 +251,8 @@ class ProjectionPruner:
                 kept += self.energy[lay.name]
                 continue
             mask = mask.to(torch.bool)
-            if self.has_zeros[lay.name]:
-                masks[lay.name] = mask & self.nonzero[lay.name]
-            else:
-                masks[lay.name] = mask
-            if kept_energy is None:
-                kept += _sq_energy(self.matrices[lay.name] * mask)
-            empty = int((~mask.numpy().any(axis=1)).sum())  # numpy: far faster here
-            if empty and lay.name not in kept_dense:
-                silenced[lay.name] = empty
-        if kept_energy is not None:
-            kept = kept_energy
+            masks[lay.name] = mask & self.nonzero[lay.name] if self.has_zeros[lay.name] else mask
+            kept += _sq_energy(self.matrices[lay.name] * mask)
 
         def build() -> nn.Module:
             pruned = copy.deepcopy(self.model)
@@ -274,103 +261,53 @@ class ProjectionPruner:
                     lay.module.weight.masked_fill_(~lay.to_weight(masks[lay.name]), 0)
             return pruned
 
-        return Pruned(compression, self._share(kept), masks, silenced, build=build)
+        quiet = {n: v for n, v in silenced.items() if n not in kept_dense}
+        return Pruned(compression, self._share(kept), masks, quiet, build=build)
 
-    # -- layer-wise patterns: exact global ranking -----------------------------------
-
-    def _layerwise(self, xbar: Crossbar) -> Pruned:
-        from pimprune.pruning.budgets import Projector
-        from pimprune.pruning.patterns import greedy_plan
-
-        # ``uniform`` only to read the bookkeeping (kept layers, dense counts): no projection
-        info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
-        names = [lay.name for lay in info.layers]
-        units = {n: self._units.units(n, self.matrices[n], xbar) for n in names}
-        gains, raw, costs, chains, positions = [], [], [], [], []
-        offset = 0
-        for n in names:  # the normalisation of pimprune.pruning.budgets' global allocation
-            u = units[n]
-            e = self.energy[n]
-            scale = info.prunable_dense[n] / e if e > 0 else 1.0
-            gains.append(u.gains * scale)
-            raw.append(u.gains)
-            costs.append(u.costs)
-            chains.append(u.chain + offset)
-            positions.append(u.position)
-            offset += u.n_chains
-        cat = [torch.cat(x) if x else torch.zeros(0) for x in (gains, raw, costs, chains, positions)]
-        g_all, raw_all, c_all, ch_all, pos_all = cat
-        kept_dense_energy = sum(self.energy[n] for n in info.kept_dense)
-
-        # the greedy order of the units is the same for every budget of the bisection
-        select = greedy_plan(g_all, c_all.to(torch.int64), ch_all.to(torch.int64), pos_all.to(torch.int64))
-
-        def share(budget: int) -> float:
-            return self._share(kept_dense_energy + float(raw_all[select(budget)].sum()))
-
-        full = int(sum(info.prunable_dense.values()))
-        if self.target_compression is not None:
-            network_budget = int(math.floor(info.dense_total / self.target_compression * (1 + 1e-12)))
-            budget = network_budget - info.kept_total
-            if budget < 0:
-                raise ConfigError(
-                    f"target compression {self.target_compression:g}x is out of reach on {xbar}: "
-                    f"the kept-dense layers alone need {info.kept_total} of "
-                    f"{network_budget} crossbars"
-                )
-        else:
-            budget = _bisect_budget(share, float(self.keep_energy), 0, full)
-        selected = select(budget)
-        layer_masks: dict[str, torch.Tensor] = {}
-        start = 0
-        for n in names:
-            u = units[n]
-            layer_masks[n] = u.mask(selected[start : start + len(u)])
-            start += len(u)
-        compression = info.dense_total / max(1, budget + info.kept_total)
-        kept = kept_dense_energy + float(raw_all[selected].sum())
-        return self._finish(compression, layer_masks, info.kept_dense, kept)
-
-    # -- network-level patterns: Projector per step ----------------------------------
-
-    def _with_projector(self, xbar: Crossbar) -> Pruned:
+    def _project(self, xbar: Crossbar, compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
+        """The Projector for ``compression`` and its ``(g, M, N)`` mask of every pruned layer."""
         from pimprune.pruning.budgets import Projector
 
         mapped = {lay.name: lay for lay in self.layers}
+        proj = Projector(self.model, self._target(xbar, compression), self.example_input)
+        layer_masks = {}
+        for param, mask in proj.project_model(self.model).items():
+            name, _, attr = param.rpartition(".")
+            if attr == "weight" and name in mapped:  # not batch-norm or bias masks
+                layer_masks[name] = mapped[name].matrix(mask)
+        return proj, layer_masks
 
-        def project(compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
-            proj = Projector(self.model, self._target(xbar, compression, "global"), self.example_input)
-            layer_masks = {}
-            for param, mask in proj.project_model(self.model).items():
-                name, _, attr = param.rpartition(".")
-                if attr == "weight" and name in mapped:  # not batch-norm or bias masks
-                    layer_masks[name] = mapped[name].matrix(mask)
-            return proj, layer_masks
+    def _kept_share(self, layer_masks: Mapping[str, torch.Tensor]) -> float:
+        kept = sum(
+            _sq_energy(self.matrices[n] * layer_masks[n]) if n in layer_masks else self.energy[n] for n in self.matrices
+        )
+        return self._share(kept)
+
+    def _compression(self, xbar: Crossbar) -> float:
+        """Target compression of ``xbar``: fixed, or the smallest budget keeping ``keep_energy``."""
+        from pimprune.pruning.budgets import Projector
 
         if self.target_compression is not None:
-            compression = float(self.target_compression)
-        else:
-            info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
+            return float(self.target_compression)
+        # ``uniform`` only to read the bookkeeping (dense and kept-dense counts): no projection
+        info = Projector(self.model, self._target(xbar, 1.0, "uniform"), self.example_input)
 
-            def share(budget: int) -> float:
-                try:
-                    _, lm = project(info.dense_total / budget)
-                except ConfigError:  # below what the pattern can reach: infeasible
-                    return -math.inf
-                kept = sum(_sq_energy(self.matrices[n] * lm[n]) if n in lm else self.energy[n] for n in self.matrices)
-                return self._share(kept)
+        def share(budget: int) -> float:
+            try:
+                _, lm = self._project(xbar, info.dense_total / budget)
+            except ConfigError:  # below what the pattern can reach: infeasible
+                return -math.inf
+            return self._kept_share(lm)
 
-            low = max(1, info.kept_total)  # the fewest crossbars any budget may use
-            budget = _bisect_budget(share, float(self.keep_energy), low, info.dense_total)
-            compression = info.dense_total / budget
-        proj, lm = project(compression)
-        return self._finish(compression, lm, proj.kept_dense)
+        low = max(1, info.kept_total)  # the fewest crossbars any budget may use
+        budget = _bisect_budget(share, float(self.keep_energy), low, info.dense_total)
+        return info.dense_total / budget
 
     def __call__(self, xbar: Crossbar) -> Pruned:
         """Prune for one geometry."""
-        if self.pattern.name == "filter":
-            return self._with_projector(xbar)
-        return self._layerwise(xbar)
+        compression = self._compression(xbar)
+        proj, lm = self._project(xbar, compression)
+        return self._finish(compression, lm, proj.kept_dense, proj.silenced_outputs())
 
 
 def _bisect_budget(share: Callable[[int], float], target: float, low: int, high: int) -> int:
@@ -462,7 +399,12 @@ class GeometryResult:
         kept_energy: Share of the squared weight norm kept.
         energy_nj: Energy per inference of the pruned network (nJ).
         area_mm2: Area of the pruned network's crossbars and peripherals (mm^2).
-        latency_us: Latency per inference (us).
+        latency_us: Latency per inference (us), layer by layer on the chip of the hardware
+            configuration, free crossbars holding copies (:mod:`pimprune.hardware.latency`).
+        latency_pipelined_us: Latency per inference (us), pipelined across layers (ISAAC).
+        throughput_pipelined_ips: Inferences per second, pipelined.
+        latency_dense_us: Layer-by-layer latency of the unpruned network (us).
+        fits: Whether every weight of the pruned network is resident on the chip at once.
         energy_dense_nj: Energy per inference of the unpruned network (nJ).
         area_dense_mm2: Area of the unpruned network (mm^2).
         energy_breakdown: Energy by component (nJ).
@@ -483,6 +425,10 @@ class GeometryResult:
     energy_breakdown: dict[str, float]
     area_breakdown: dict[str, float]
     silenced_outputs: int = 0
+    latency_pipelined_us: float = math.nan
+    throughput_pipelined_ips: float = math.nan
+    latency_dense_us: float = math.nan
+    fits: bool = True
 
     @property
     def compression(self) -> float:
@@ -491,7 +437,7 @@ class GeometryResult:
 
     @property
     def edp(self) -> float:
-        """Energy-delay product (nJ * us)."""
+        """Energy-delay product (nJ * us), layer-by-layer latency."""
         return self.energy_nj * self.latency_us
 
     def as_dict(self) -> dict[str, Any]:
@@ -508,6 +454,10 @@ class GeometryResult:
             "energy_nj": round(self.energy_nj, 3),
             "area_mm2": round(self.area_mm2, 5),
             "latency_us": round(self.latency_us, 3),
+            "latency_pipelined_us": round(self.latency_pipelined_us, 3),
+            "throughput_pipelined_ips": round(self.throughput_pipelined_ips, 2),
+            "latency_dense_us": round(self.latency_dense_us, 3),
+            "fits_on_chip": self.fits,
             "edp": round(self.edp, 3),
             "energy_dense_nj": round(self.energy_dense_nj, 3),
             "area_dense_mm2": round(self.area_dense_mm2, 5),
@@ -627,6 +577,7 @@ def run_sweep(
             cost = network_cost(model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers)
         else:
             cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
+        lat, lat_dense = network_latency(cost, hw), network_latency(dense, hw)
         results.append(
             GeometryResult(
                 crossbar=xbar,
@@ -636,7 +587,11 @@ def run_sweep(
                 kept_energy=pruned.kept_energy,
                 energy_nj=cost.energy_nj,
                 area_mm2=cost.area_mm2,
-                latency_us=cost.latency_us,
+                latency_us=lat["layer_by_layer"].latency_us,
+                latency_pipelined_us=lat["pipelined"].latency_us,
+                throughput_pipelined_ips=lat["pipelined"].throughput_ips,
+                latency_dense_us=lat_dense["layer_by_layer"].latency_us,
+                fits=lat.fits,
                 energy_dense_nj=dense.energy_nj,
                 area_dense_mm2=dense.area_mm2,
                 energy_breakdown=cost.energy_breakdown,
@@ -672,6 +627,10 @@ _CSV_FIELDS = (
     "energy_nj",
     "area_mm2",
     "latency_us",
+    "latency_pipelined_us",
+    "throughput_pipelined_ips",
+    "latency_dense_us",
+    "fits_on_chip",
     "edp",
     "energy_dense_nj",
     "area_dense_mm2",
@@ -700,7 +659,7 @@ def format_table(result: SweepResult) -> str:
     spots = result.sweet_spot
     head = (
         f"{'crossbar':>9} {'dense':>7} {'pruned':>7} {'compr':>7} {'kept':>6} "
-        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'EDP uJ*ms':>10}  best"
+        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'pipe/s':>8} {'EDP uJ*ms':>10}  best"
     )
     lines = [
         f"{result.mode} sweep of {result.model}: pattern {result.pattern}, "
@@ -716,7 +675,8 @@ def format_table(result: SweepResult) -> str:
             f"{r.crossbar!s:>9} {r.crossbars_dense:>7} {r.crossbars_pruned:>7} "
             f"{r.compression:>6.2f}x {kept:>6} {r.energy_nj / 1e3:>10.1f} "
             f"{r.energy_nj / r.energy_dense_nj:>8.3f} {r.area_mm2:>9.3f} "
-            f"{r.latency_us / 1e3:>7.2f} {r.edp / 1e6:>10.1f}  {','.join(marks)}".rstrip()
+            f"{r.latency_us / 1e3:>7.3f} {r.throughput_pipelined_ips:>8.0f} {r.edp / 1e6:>10.2f}  "
+            f"{','.join(marks)}".rstrip()
         )
     lines.append("sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items()))
     return "\n".join(lines)
