@@ -80,6 +80,11 @@ def narrow() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
+def weights_narrow(narrow) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in narrow.named_parameters()}
+
+
+@pytest.fixture(scope="module")
 def nweights(narrow) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in narrow.named_parameters()}
 
@@ -553,3 +558,111 @@ def test_projection_speed_sanity(narrow, nweights, capsys):
     with capsys.disabled():
         print(f"\n[speed] subrow projection, resnet18 width 0.25, 32x32: {dt:.3f} s")
     assert dt >= 0
+
+
+# --------------------------------------------------------------------------- scores, retarget, unit costs
+
+
+@pytest.mark.parametrize("pattern", ALL)
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_scores_give_the_masks_of_the_scaled_weights(narrow, pattern, allocation):
+    """Ranking by scores w*s keeps what projecting the scaled weights w*s kept (bit-identical)."""
+    from pimprune.pruning.saliency import Saliency
+
+    w = {n: p.detach().clone() for n, p in narrow.named_parameters()}
+    gen = torch.Generator().manual_seed(3)
+    factors = {n: torch.rand(p.shape, generator=gen) + 0.1 for n, p in w.items() if p.dim() > 1}
+    proj = Projector(narrow, PruneTarget(pattern, "32x32", 4.0, allocation=allocation), EXAMPLE)
+    by_scores = proj(w, Saliency.scores(w, factors))
+    budgets = dict(proj.budgets)
+    by_scaled = proj(Saliency.scaled(w, factors))
+    assert by_scores.keys() == by_scaled.keys()
+    assert all(torch.equal(by_scores[n], by_scaled[n]) for n in by_scores)
+    assert budgets == proj.budgets
+    plain = proj(w)
+    if pattern != "filter":  # channel sums average the random factors out
+        assert any(not torch.equal(plain[n], by_scores[n]) for n in plain)  # the scores do matter
+
+
+def test_pattern_scores_rank_and_weights_shape():
+    pattern = get_pattern("subrow")
+    xbar = Crossbar.parse("4x4")
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(1, 16, 8, generator=gen)
+    scores = torch.randn(1, 16, 8, generator=gen)
+    assert torch.equal(pattern.project(m, xbar, 2, scores), pattern.project(scores, xbar, 2))
+    assert torch.equal(pattern.project(m, xbar, 2, None), pattern.project(m, xbar, 2))
+    with pytest.raises(ValueError, match="scores"):
+        pattern.project(m, xbar, 2, scores[:, :8])
+
+
+@pytest.mark.parametrize("pattern", ALL)
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_retarget_equals_a_new_projector(narrow, weights_narrow, pattern, allocation):
+    proj = Projector(narrow, PruneTarget(pattern, "32x32", 6.0, allocation=allocation), EXAMPLE)
+    for c in (1.5, 3.0, 6.0):
+        proj.retarget(c)
+        fresh = Projector(narrow, PruneTarget(pattern, "32x32", c, allocation=allocation), EXAMPLE)
+        assert proj.network_budget == fresh.network_budget and proj.target == fresh.target
+        a, b = proj(weights_narrow), fresh(weights_narrow)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        assert proj.budgets == fresh.budgets
+        assert proj.total_crossbars(a) <= proj.network_budget
+
+
+def test_retarget_out_of_reach_keeps_the_old_target(narrow):
+    proj = Projector(narrow, PruneTarget("filter", "32x32", 2.0, allocation="global"), EXAMPLE)
+    graph = proj._strategy.graph
+    with pytest.raises(ConfigError, match="highest reachable"):
+        proj.retarget(1000.0)
+    assert proj.target.target_compression == 2.0
+    proj.retarget(3.0)
+    assert proj._strategy.graph is graph  # traced once
+
+
+def _layer_costs(narrow, factor: float, layer: str) -> dict[str, float]:
+    return {lay.name: (factor if lay.name == layer else 1.0) for lay in extract_layers(narrow)}
+
+
+@pytest.mark.parametrize("pattern", ["subrow", "subcolumn", "row", "crossbar", "unstructured"])
+def test_unit_costs_of_one_are_todays_allocation(narrow, weights_narrow, pattern):
+    plain = Projector(narrow, PruneTarget(pattern, "32x32", 5.0, allocation="global"), EXAMPLE)
+    ones = _layer_costs(narrow, 1.0, "")
+    costed = Projector(narrow, PruneTarget(pattern, "32x32", 5.0, allocation="global", unit_costs=ones), EXAMPLE)
+    a, b = plain(weights_narrow), costed(weights_narrow)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert plain.budgets == costed.budgets
+
+
+@pytest.mark.parametrize("pattern", ["subrow", "subcolumn", "row"])
+def test_an_expensive_layer_keeps_fewer_crossbars(narrow, weights_narrow, pattern):
+    layer = "layer3.0.conv2"
+    plain = Projector(narrow, PruneTarget(pattern, "32x32", 4.0, allocation="global"), EXAMPLE)
+    plain(weights_narrow)
+    costs = _layer_costs(narrow, 10.0, layer)
+    target = PruneTarget(pattern, "32x32", 4.0, allocation="global", unit_costs=costs)
+    costed = Projector(narrow, target, EXAMPLE)
+    masks = costed(weights_narrow)
+    assert costed.budgets[layer] < plain.budgets[layer]
+    assert sum(costed.budgets.values()) > sum(plain.budgets.values())  # the others gain crossbars
+    # the budget is counted in costs: sum(dense cost) / target, kept-dense layers at their dense cost
+    dense_cost = sum(costs[lay.name] * costed.plan.dense[lay.name] for lay in extract_layers(narrow))
+    assert costed.cost_total == pytest.approx(dense_cost)
+    used = costed.plan.cost(costed.layer_crossbars(masks))
+    assert used <= dense_cost / 4.0 + 1e-9
+
+
+def test_unit_costs_weight_the_filter_budget(narrow, weights_narrow):
+    costs = _layer_costs(narrow, 5.0, "layer4.1.conv2")
+    proj = Projector(narrow, PruneTarget("filter", "32x32", 2.0, allocation="global", unit_costs=costs), EXAMPLE)
+    masks = proj(weights_narrow)
+    assert proj.plan.cost(proj.layer_crossbars(masks)) <= proj.network_budget
+
+
+def test_unit_costs_are_checked(narrow):
+    with pytest.raises(ConfigError, match="global"):
+        PruneTarget("subrow", "32x32", 4.0, allocation="uniform", unit_costs={"conv1": 2.0})
+    with pytest.raises(ConfigError, match="> 0"):
+        PruneTarget("subrow", "32x32", 4.0, allocation="global", unit_costs={"conv1": 0.0})
+    with pytest.raises(ConfigError, match="unmapped"):
+        Projector(narrow, PruneTarget("subrow", "32x32", 4.0, allocation="global", unit_costs={"nope": 2.0}), EXAMPLE)

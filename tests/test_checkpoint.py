@@ -63,3 +63,28 @@ def test_plain_pickle_file_refused_or_corrupt(tmp_path):
     p.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError):
         load_tensors(p)
+
+
+def test_plain_state_dict_leaves_the_masked_model_working():
+    """Baking masks into a copy must not strip the original's parametrized weights (a shared class)."""
+    import copy
+
+    from torch import nn
+
+    from pimprune.pruning.masking import apply_masks, remove_masks
+    from pimprune.training.checkpoint import plain_state_dict
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1, bias=False)).eval()
+    masks = {"0.weight": torch.rand(3, 2, 3, 3) > 0.5, "2.weight": torch.rand(4, 3, 1, 1) > 0.5}
+    apply_masks(model, masks)
+    x = torch.randn(1, 2, 5, 5)
+    before = model(x)
+    plain = plain_state_dict(model)
+    assert torch.equal(model(x), before)
+    assert torch.equal(plain["0.weight"], model[0].weight) and not bool(plain["0.weight"][~masks["0.weight"]].any())
+    reference = copy.deepcopy(model)
+    remove_masks(reference)
+    expected = reference.state_dict()
+    assert list(plain) == list(expected)
+    assert all(torch.equal(plain[k], expected[k]) for k in plain)

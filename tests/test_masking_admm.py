@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from pimprune.pruning.admm import ADMM, ADMMConfig
-from pimprune.pruning.masking import apply_masks, get_masks, masked_parameter, remove_masks
+from pimprune.pruning.masking import apply_masks, get_masks, raw_parameter, remove_masks
 
 
 def _net():
@@ -51,7 +51,7 @@ def test_admm_penalty_gradient_is_closed_form():
     net = _net()
     names = ["0.weight"]
     admm = ADMM(net, _topk_projection(10), names, ADMMConfig(rho=0.3, rho_final=0.3, update_every=1))
-    w = masked_parameter(net, "0.weight")
+    w = raw_parameter(net, "0.weight")
     admm.U["0.weight"] = torch.randn_like(w)
     net.zero_grad()
     admm.penalty().backward()
@@ -69,7 +69,7 @@ def test_admm_penalty_gradient_is_closed_form():
 def test_admm_update_is_projection_and_dual_step():
     net = _net()
     admm = ADMM(net, _topk_projection(10), ["0.weight"], ADMMConfig(rho=1e-2, rho_final=1e-1, update_every=1), 3)
-    w = masked_parameter(net, "0.weight").detach().clone()
+    w = raw_parameter(net, "0.weight").detach().clone()
     u0 = torch.randn_like(w)
     admm.U["0.weight"] = u0.clone()
     admm.update()

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import pimprune.pipeline as pipeline
+import pimprune.training.stages as stages
 from pimprune.cli import main
 from pimprune.errors import CheckpointError
 from pimprune.training.checkpoint import atomic_write, load_tensors, remove_stale_temps, save_tensors
@@ -77,14 +78,14 @@ def interrupt_after_save(monkeypatch, n: int) -> None:
 
         return write
 
-    monkeypatch.setattr(pipeline, "save_tensors", wrap(save_tensors))
-    monkeypatch.setattr(pipeline, "save_json", wrap(pipeline.save_json))
+    monkeypatch.setattr(stages, "save_tensors", wrap(save_tensors))
+    monkeypatch.setattr(stages, "save_json", wrap(stages.save_json))
     if n == 0:  # before the first checkpoint: killed inside the first epoch
 
         def epoch(*args, **kwargs):
             raise Killed
 
-        monkeypatch.setattr(pipeline, "train_epoch", epoch)
+        monkeypatch.setattr(stages, "train_epoch", epoch)
 
 
 def count_writes(monkeypatch, argv) -> int:
@@ -98,8 +99,8 @@ def count_writes(monkeypatch, argv) -> int:
         return write
 
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "save_tensors", wrap(save_tensors))
-        m.setattr(pipeline, "save_json", wrap(pipeline.save_json))
+        m.setattr(stages, "save_tensors", wrap(save_tensors))
+        m.setattr(stages, "save_json", wrap(stages.save_json))
         assert main(argv) == 0
     return calls["count"]
 

@@ -86,22 +86,63 @@ def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
     )
 
 
+def _configs(cfg: DemoConfig, pattern: str, spec: dict, data: tuple[str, str | None], out: Path) -> tuple:
+    """The run and prune configurations of one pattern (the shipped dense model, no dense epochs)."""
+    from pimprune.pipeline import PruneConfig, RunConfig
+
+    dataset, data_dir = data
+    run = RunConfig(
+        model=spec["name"], width=spec["width"], stem_stride=spec.get("stem_stride"),
+        dataset=dataset, data_dir=data_dir, batch_size=128, limit_train=cfg.limit_train, limit_test=cfg.limit_test,
+        seed=cfg.seed, device=cfg.device, out=str(out), epochs=0, eval_each_epoch=False,
+    )  # fmt: skip
+    prune = PruneConfig(
+        pattern=pattern, crossbar=str(Crossbar.parse(cfg.crossbar)), target_compression=cfg.target_compression,
+        method=cfg.method, dense=str(dense_checkpoint()), prune_epochs=cfg.prune_epochs,
+        retrain_epochs=cfg.retrain_epochs,
+    )  # fmt: skip
+    return run, prune
+
+
+def _prune_patterns(cfg: DemoConfig, spec: dict, data: tuple[str, str | None], cost_of, out: Path) -> list[tuple]:
+    """Prune with every pattern; ``(pattern, result, cost, model)`` rows, models copied to ``out/models``."""
+    from pimprune.pipeline import run_prune
+
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="pimprune-demo-"))
+    try:
+        for pattern in cfg.patterns:
+            print(f"\n== {pattern} ==", flush=True)
+            res = run_prune(*_configs(cfg, pattern, spec, data, work / pattern))
+            model, _ = load_model(work / pattern / "model.pt")
+            rows.append((pattern, res, cost_of(model, res["scheme"]), model))
+            dest = ensure_dir(out / "models" / pattern)
+            for name in ("model.pt", "model.json", "result.json"):
+                shutil.copyfile(work / pattern / name, dest / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _table_row(pattern: str, method: str, saliency: str, accuracy: float, crossbars: int, compression: float, cost):
+    return {
+        "pattern": pattern, "method": method, "saliency": saliency, "accuracy": accuracy, "crossbars": crossbars,
+        "compression": compression, "energy_nj": cost.energy_nj, "area_mm2": cost.area_mm2,
+    }  # fmt: skip
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the summary also written to ``out/demo.json``."""
     from pimprune.hardware.cost import network_cost
     from pimprune.hardware.model import load_preset
-    from pimprune.pipeline import PruneConfig, RunConfig, run_prune
-    from pimprune.training.loops import OptimConfig
 
     t0 = time.time()
     xbar = Crossbar.parse(cfg.crossbar)
-    # every setting checked (by the pruning config's own validation) before anything is written
+    # every setting checked (by the configs' own validation) before anything is written
     for pattern in cfg.patterns:
-        PruneConfig(pattern=pattern, crossbar=str(xbar), target_compression=cfg.target_compression,
-                    method=cfg.method, prune_epochs=cfg.prune_epochs, retrain_epochs=cfg.retrain_epochs)
+        _configs(cfg, pattern, {"name": "resnet18", "width": 0.25}, ("synthetic", None), Path("."))
     out = ensure_dir(cfg.out)
-    ckpt = dense_checkpoint()
-    dense_model, meta = load_model(ckpt)
+    dense_model, meta = load_model(dense_checkpoint())
     dataset, data_dir, data_text = _dataset(cfg)
     print(f"pimprune demo: dense ResNet18 (width 0.25) shipped with pimprune, trained on Fashion-MNIST "
           f"for {meta.get('epochs', '?')} epochs")
@@ -112,70 +153,24 @@ def run_demo(cfg: DemoConfig) -> dict:
     hw = load_preset("isaac")
     spec = meta["spec"]
     input_shape = (1, spec["in_channels"], spec["input_size"], spec["input_size"])
-    dense_cost = network_cost(dense_model, xbar, "dense", hw, input_shape)
 
-    rows = []
-    work = Path(tempfile.mkdtemp(prefix="pimprune-demo-"))
-    try:
-        for pattern in cfg.patterns:
-            print(f"\n== {pattern} ==", flush=True)
-            run = RunConfig(
-                model=spec["name"], width=spec["width"], stem_stride=spec.get("stem_stride"),
-                dataset=dataset, data_dir=data_dir, batch_size=128, limit_train=cfg.limit_train,
-                limit_test=cfg.limit_test,
-                seed=cfg.seed, device=cfg.device, out=str(work / pattern), epochs=0, eval_each_epoch=False,
-                optim=OptimConfig(),
-            )
-            prune = PruneConfig(
-                pattern=pattern, crossbar=str(xbar), target_compression=cfg.target_compression,
-                method=cfg.method, dense=str(ckpt), prune_epochs=cfg.prune_epochs,
-                retrain_epochs=cfg.retrain_epochs,
-            )
-            res = run_prune(run, prune)
-            model, pmeta = load_model(work / pattern / "model.pt")
-            cost = network_cost(model, xbar, res["scheme"], hw, input_shape)
-            rows.append((pattern, res, cost, model))
-            dest = out / "models" / pattern
-            ensure_dir(dest)
-            for name in ("model.pt", "model.json", "result.json"):
-                shutil.copyfile(work / pattern / name, dest / name)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    def cost_of(model, scheme: str):
+        return network_cost(model, xbar, scheme, hw, input_shape)
 
+    dense_cost = cost_of(dense_model, "dense")
+    rows = _prune_patterns(cfg, spec, (dataset, data_dir), cost_of, out)
     acc_dense = rows[0][1]["accuracy_dense"] if rows else float("nan")
-    table = [
-        {
-            "pattern": "dense",
-            "method": "-",
-            "saliency": "-",
-            "accuracy": acc_dense,
-            "crossbars": dense_cost.crossbars,
-            "compression": 1.0,
-            "energy_nj": dense_cost.energy_nj,
-            "area_mm2": dense_cost.area_mm2,
-        }
-    ]
+    table = [_table_row("dense", "-", "-", acc_dense, dense_cost.crossbars, 1.0, dense_cost)]
     for pattern, res, cost, _ in rows:
-        table.append(
-            {
-                "pattern": pattern,
-                "method": res["method"],
-                "saliency": res.get("saliency", "-"),
-                "accuracy": res["accuracy_pruned"],
-                "crossbars": res["crossbars_pruned"],
-                "compression": res["compression"],
-                "energy_nj": cost.energy_nj,
-                "area_mm2": cost.area_mm2,
-            }
-        )
+        table.append(_table_row(pattern, res["method"], res.get("saliency", "-"), res["accuracy_pruned"],
+                                res["crossbars_pruned"], res["compression"], cost))  # fmt: skip
     text = format_table(table, acc_dense)
     print("\n" + text)
     summary = {
         "dataset": data_text,
         "crossbar": str(xbar),
         "target_compression": cfg.target_compression,
-        "epochs": {"prune": cfg.prune_epochs, "retrain": cfg.retrain_epochs,
-                   "dense": meta.get("epochs")},
+        "epochs": {"prune": cfg.prune_epochs, "retrain": cfg.retrain_epochs, "dense": meta.get("epochs")},
         "table": table,
         "config": dataclasses.asdict(cfg),
         "wall_time_s": round(time.time() - t0, 1),

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pimprune.errors import ConfigError
 
-
-def positive_int(text: str) -> int:
-    """Argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+T = TypeVar("T")
 
 
-def nonneg_int(text: str) -> int:
-    """Argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        return v
+
+    return parse
+
+
+#: Argparse type: an integer >= 1.
+positive_int = _int_at_least(1, "a positive integer")
+#: Argparse type: an integer >= 0.
+nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
@@ -93,35 +96,71 @@ def add_optim_args(p: argparse.ArgumentParser, lr: float = 0.1) -> None:
 
 
 def run_config(args: argparse.Namespace, epochs: int):
-    """Build a :class:`pimprune.pipeline.RunConfig` from parsed arguments."""
-    from pimprune.pipeline import RunConfig
+    """Build a :class:`pimprune.config.RunConfig` from parsed arguments."""
+    from pimprune.config import RunConfig
     from pimprune.training.loops import Execution, OptimConfig
 
     out = args.out
     if out is not None and not out.strip():
         raise ConfigError("--out is empty; pass an output folder")
-    return RunConfig(
-        model=args.model,
-        width=args.width,
-        stem_stride=args.stem_stride,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        augment=args.augment,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        validation=getattr(args, "validation", 0),
-        seed=args.seed,
-        device=args.device,
+    return config_from_args(
+        RunConfig,
+        args,
         out=out or "",
-        resume=args.resume,
         epochs=epochs,
-        execution=Execution(precision=args.precision, channels_last=args.channels_last),
-        optim=OptimConfig(
-            lr=args.lr,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            label_smoothing=args.label_smoothing,
-            warmup_epochs=args.warmup_epochs,
-        ),
+        execution=config_from_args(Execution, args),
+        optim=config_from_args(OptimConfig, args),
     )
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (its factory's product for mutable ones)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """A dataclass config from the parsed arguments named like its fields (:func:`pimprune.config.from_fields`)."""
+    from pimprune.config import from_fields
+
+    return from_fields(cls, args, **overrides)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option bound to a config field: default, choices and help come from the code.
+
+    Attributes:
+        field: The config field (and the argparse ``dest``).
+        help: Help text; ``{default}`` and ``{names}`` are filled in.
+        flags: Option strings (default ``--field-with-dashes``).
+        type: Argparse type.
+        choices: Registry names argparse checks (``--method``).
+        names: Registry names listed in the help only (the config checks them, with a one-line error).
+        default: The default when it is not the config field's (e.g. a string form of it;
+            None: the field's).
+        metavar: Argparse metavar.
+    """
+
+    field: str
+    help: str
+    flags: tuple[str, ...] = ()
+    type: Callable[[str], Any] | None = None
+    choices: Callable[[], Sequence[str]] | None = None
+    names: Callable[[], Sequence[str]] | None = None
+    default: Any = None
+    metavar: str | None = None
+
+
+def add_options(p: argparse.ArgumentParser, cls: type, options: Sequence[Option]) -> None:
+    """Add ``options`` bound to the fields of config ``cls`` to the parser ``p``."""
+    for opt in options:
+        default = field_default(cls, opt.field) if opt.default is None else opt.default
+        names = ", ".join((opt.choices or opt.names or (lambda: ()))())
+        kwargs: dict[str, Any] = {"dest": opt.field, "default": default, "metavar": opt.metavar}
+        if opt.type is not None:
+            kwargs["type"] = opt.type
+        if opt.choices is not None:
+            kwargs["choices"] = list(opt.choices())
+        flags = opt.flags or ("--" + opt.field.replace("_", "-"),)
+        p.add_argument(*flags, help=opt.help.format(default=default, names=names), **kwargs)

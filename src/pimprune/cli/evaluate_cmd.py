@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pimprune.cli.common import add_data_args
+from pimprune.cli.common import add_data_args, config_from_args
 
 
 def add_parser(sub) -> None:
@@ -27,14 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pimprune.pipeline import RunConfig, run_evaluate
     from pimprune.training.runtime import is_main_rank
 
-    run_cfg = RunConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        limit_test=args.limit_test,
-        device=args.device,
-        augment=False,
-    )
+    run_cfg = config_from_args(RunConfig, args, augment=False)
     res = run_evaluate(args.checkpoint, run_cfg)
     if not is_main_rank():
         return 0

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from pimprune.cli.common import add_data_args, add_model_args, add_optim_args, add_run_args, nonneg_int, run_config
+from pimprune.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_optim_args,
+    add_run_args,
+    field_default,
+    nonneg_int,
+    run_config,
+)
+from pimprune.config import RunConfig
 
 
 def add_parser(sub) -> None:
@@ -18,7 +27,8 @@ def add_parser(sub) -> None:
     add_data_args(p)
     add_run_args(p)
     add_optim_args(p, lr=0.1)
-    p.add_argument("--epochs", type=nonneg_int, default=30, help="training epochs (default 30)")
+    epochs = field_default(RunConfig, "epochs")
+    p.add_argument("--epochs", type=nonneg_int, default=epochs, help=f"training epochs (default {epochs})")
     p.set_defaults(func=run)
 
 

@@ -33,6 +33,7 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.matrices import LayerMatrix
+from pimprune.numeric import cdiv, json_ratio
 
 SCHEMES: tuple[str, ...] = (
     "dense",
@@ -45,13 +46,9 @@ SCHEMES: tuple[str, ...] = (
 )
 
 
-def _cdiv(a: torch.Tensor | int, b: int) -> torch.Tensor | int:
-    return -(-a // b)
-
-
 def dense_count(rows: int, cols: int, groups: int, xbar: Crossbar) -> int:
     """Crossbars of ``groups`` dense ``rows x cols`` matrices tiled on ``xbar``."""
-    return groups * _cdiv(rows, xbar.rows) * _cdiv(cols, xbar.cols)
+    return groups * cdiv(rows, xbar.rows) * cdiv(cols, xbar.cols)
 
 
 def _numpy_mask(mask: torch.Tensor) -> np.ndarray:
@@ -185,19 +182,19 @@ def _count_tiles(red: _MaskReductions, xbar: Crossbar) -> int:
 
 
 def _count_row(red: _MaskReductions, xbar: Crossbar) -> int:
-    return int((_cdiv(red.kept_rows(), xbar.rows) * _cdiv(red.shape[2], xbar.cols)).sum())
+    return int((cdiv(red.kept_rows(), xbar.rows) * cdiv(red.shape[2], xbar.cols)).sum())
 
 
 def _count_filter(red: _MaskReductions, xbar: Crossbar) -> int:
-    return int((_cdiv(red.kept_rows(), xbar.rows) * _cdiv(red.kept_cols(), xbar.cols)).sum())
+    return int((cdiv(red.kept_rows(), xbar.rows) * cdiv(red.kept_cols(), xbar.cols)).sum())
 
 
 def _count_subrow(red: _MaskReductions, xbar: Crossbar) -> int:
-    return int(_cdiv(red.subrow_counts(xbar), xbar.rows).sum())
+    return int(cdiv(red.subrow_counts(xbar), xbar.rows).sum())
 
 
 def _count_subcolumn(red: _MaskReductions, xbar: Crossbar) -> int:
-    return int(_cdiv(red.subcolumn_counts(xbar), xbar.cols).sum())
+    return int(cdiv(red.subcolumn_counts(xbar), xbar.cols).sum())
 
 
 _COUNTERS: dict[str, Callable[[_MaskReductions, Crossbar], int]] = {
@@ -241,7 +238,7 @@ def count_all(mask: torch.Tensor, xbar: Crossbar) -> dict[str, int]:
 
 def packing_bound(mask: torch.Tensor, xbar: Crossbar) -> int:
     """``ceil(nnz / (R*C))``: the fewest crossbars that could hold the layer's non-zeros."""
-    return int(_cdiv(_MaskReductions(mask).nnz(), xbar.cells))
+    return int(cdiv(_MaskReductions(mask).nnz(), xbar.cells))
 
 
 @dataclass
@@ -311,7 +308,7 @@ def count_layer(
             dense,
             nnz=n,
             weights=n,
-            bound=int(_cdiv(n, xbar.cells)),
+            bound=int(cdiv(n, xbar.cells)),
             counts={"dense": dense},
         )
     if mask is None:
@@ -334,7 +331,7 @@ def _count_layer(layer: LayerMatrix, xbar: Crossbar, red: _MaskReductions, schem
         dense=dense_count(layer.rows, layer.cols, layer.groups, xbar),
         nnz=nnz,
         weights=red._tensor.numel(),
-        bound=int(_cdiv(nnz, xbar.cells)),
+        bound=int(cdiv(nnz, xbar.cells)),
         counts={s: c(red, xbar) for s, c in counters.items()},
     )
 
@@ -375,14 +372,10 @@ class NetworkCount:
             "weights": sum(lc.weights for lc in self.layers),
             "packing_bound": self.bound(),
             "compacted": {s: self.total(s) for s in schemes},
-            "compression": {s: _json_ratio(self.compression(s)) for s in schemes},
-            "compression_conv": {s: _json_ratio(self.compression(s, "conv")) for s in schemes},
+            "compression": {s: json_ratio(self.compression(s)) for s in schemes},
+            "compression_conv": {s: json_ratio(self.compression(s, "conv")) for s in schemes},
             "layers": [lc.as_dict() for lc in self.layers],
         }
-
-
-def _json_ratio(x: float) -> float | None:
-    return None if x == float("inf") else round(x, 4)
 
 
 def count_network(

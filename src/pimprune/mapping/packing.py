@@ -40,6 +40,7 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import SCHEMES, _any_blocks, _numpy_mask, _sum_blocks, _to_torch, count
+from pimprune.numeric import cdiv
 from pimprune.registry import Registry
 
 __all__ = [
@@ -54,10 +55,6 @@ __all__ = [
 
 class PackingError(AssertionError):
     """A packing is not physically valid (a bug in a packer, never a user error)."""
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _bits(n: int) -> int:
@@ -199,7 +196,7 @@ _Layout = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 def _chunks(indices: torch.Tensor, size: int) -> _Lines:
     """Split matrix line ``indices`` ``(k,)`` into ``ceil(k/size)`` groups of ``size`` lines."""
     k = int(indices.numel())
-    n = _cdiv(k, size)
+    n = cdiv(k, size)
     idx = torch.zeros(n * size, dtype=torch.long, device=indices.device)
     valid = torch.zeros(n * size, dtype=torch.bool, device=indices.device)
     idx[:k] = indices
@@ -278,15 +275,8 @@ def _layout_subcolumn(m: torch.Tensor, xbar: Crossbar) -> _Layout:
     )
 
 
+#: Packing scheme -> its layout (filled in with the crossbar stats below, from one table).
 _LAYOUTS: Registry[Callable[[torch.Tensor, Crossbar], _Layout]] = Registry("packing scheme")
-_LAYOUTS.add("dense", _layout_dense)
-_LAYOUTS.add("unstructured", _layout_tiles)
-_LAYOUTS.add("crossbar", _layout_tiles)
-_LAYOUTS.add("row", _layout_row)
-_LAYOUTS.add("filter", _layout_filter)
-_LAYOUTS.add("subrow", _layout_subrow)
-_LAYOUTS.add("subcolumn", _layout_subcolumn)
-assert set(_LAYOUTS.names()) == set(SCHEMES), "every counting scheme needs a packer"
 
 
 def _check_matrix(matrix: torch.Tensor, what: str) -> None:
@@ -435,7 +425,7 @@ def _chunk_stats(
     kept = flat.any(1) if kept is None else kept.reshape(-1)
     rank = np.cumsum(kept.reshape(n_chains, length), axis=1).reshape(-1)  # 1-based where kept
     starts = np.flatnonzero(kept & ((rank - 1) % chunk == 0))
-    blocks = -(-w // width)
+    blocks = cdiv(w, width)
     if starts.size == 0:
         empty = np.zeros((0, blocks), dtype=np.int64)
         return empty, empty.copy(), np.zeros(0, dtype=np.int64)
@@ -474,7 +464,7 @@ def _stats_filter(mask: np.ndarray, xbar: Crossbar) -> _Stats:
     order = np.argsort(~kept_cols, axis=1, kind="stable")  # kept columns first, in order
     compact = np.take_along_axis(mask, order[:, None, :], axis=2)
     rows, cols, chain = _chunk_stats(compact, xbar.rows, xbar.cols)
-    col_blocks = -(-kept_cols.sum(1) // xbar.cols)  # (g,)
+    col_blocks = cdiv(kept_cols.sum(1), xbar.cols)  # (g,)
     keep = np.arange(rows.shape[1])[None, :] < col_blocks[chain][:, None]
     return rows[keep], cols[keep]
 
@@ -482,7 +472,7 @@ def _stats_filter(mask: np.ndarray, xbar: Crossbar) -> _Stats:
 def _block_lines(mask: np.ndarray, size: int) -> np.ndarray:
     """``(g, NB, M, size)``: the rows of ``mask`` cut into column blocks of ``size``, block outer."""
     g, m, n = mask.shape
-    blocks = -(-n // size)
+    blocks = cdiv(n, size)
     if n == blocks * size:
         return mask.reshape(g, m, blocks, size).transpose(0, 2, 1, 3)
     out = np.zeros((g, blocks, m, size), dtype=bool)
@@ -509,14 +499,21 @@ def _stats_subcolumn(mask: np.ndarray, xbar: Crossbar) -> _Stats:
 
 
 _STATS: Registry[Callable[[np.ndarray, Crossbar], _Stats]] = Registry("packing scheme")
-_STATS.add("dense", _stats_dense)
-_STATS.add("unstructured", _stats_tiles)
-_STATS.add("crossbar", _stats_tiles)
-_STATS.add("row", _stats_row)
-_STATS.add("filter", _stats_filter)
-_STATS.add("subrow", _stats_subrow)
-_STATS.add("subcolumn", _stats_subcolumn)
-assert set(_STATS.names()) == set(SCHEMES), "every counting scheme needs crossbar stats"
+
+#: Scheme -> (layout, crossbar stats without the layout); every counting scheme has both.
+_SCHEME_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+    "dense": (_layout_dense, _stats_dense),
+    "unstructured": (_layout_tiles, _stats_tiles),
+    "crossbar": (_layout_tiles, _stats_tiles),
+    "row": (_layout_row, _stats_row),
+    "filter": (_layout_filter, _stats_filter),
+    "subrow": (_layout_subrow, _stats_subrow),
+    "subcolumn": (_layout_subcolumn, _stats_subcolumn),
+}
+for _scheme, (_layout, _stats) in _SCHEME_FUNCTIONS.items():
+    _LAYOUTS.add(_scheme, _layout)
+    _STATS.add(_scheme, _stats)
+assert set(_SCHEME_FUNCTIONS) == set(SCHEMES), "every counting scheme needs a packer and crossbar stats"
 
 
 def crossbar_stats(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pimprune.geometry import Crossbar
-from pimprune.mapping.matrices import extract_layers
+from pimprune.mapping.matrices import LayerMatrix, extract_layers
 from pimprune.mapping.packing import PackedMatrix, check_physical, pack
 
 __all__ = [
@@ -393,6 +393,22 @@ def verify_model(
         PackingError: if a packing is not physically valid.
     """
     layers = extract_layers(model)
+    seen = record_layer_io(model, layers, _example(model, example, seed))
+    report = VerifyReport(xbar, scheme)
+    with torch.no_grad():
+        for lay in tqdm(layers, desc=f"simulate {scheme} {xbar}", disable=not progress):
+            if lay.name not in seen:
+                report.skipped.append(lay.name)
+                continue
+            x, expected = seen.pop(lay.name)
+            report.layers.append(_verify_layer(lay, xbar, scheme, x, expected, rtol, atol))
+    return report
+
+
+def record_layer_io(
+    model: nn.Module, layers: Sequence[LayerMatrix], example: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Input and output of every layer's first call in one eval-mode forward pass (mode restored)."""
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def recorder(name: str):
@@ -407,39 +423,35 @@ def verify_model(
     try:
         model.eval()
         with torch.no_grad():
-            model(_example(model, example, seed))
+            model(example)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return seen
 
-    report = VerifyReport(xbar, scheme)
-    with torch.no_grad():
-        for lay in tqdm(layers, desc=f"simulate {scheme} {xbar}", disable=not progress):
-            if lay.name not in seen:
-                report.skipped.append(lay.name)
-                continue
-            x, expected = seen.pop(lay.name)
-            matrix = lay.matrix()
-            packed = pack(matrix, xbar, scheme)
-            check_physical(packed, matrix)
-            got = simulate_layer(lay.module, packed, x)
-            try:
-                torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
-            except AssertionError as exc:
-                first = str(exc).strip().splitlines()
-                raise SimulationMismatch(
-                    f"{lay.name} ({scheme} on {xbar}): crossbars differ from the layer: "
-                    + " ".join(line.strip() for line in first[:3])
-                ) from None
-            report.layers.append(
-                LayerCheck(
-                    name=lay.name,
-                    kind=lay.kind,
-                    shape=f"{lay.groups}x{lay.rows}x{lay.cols}",
-                    crossbars=packed.n_crossbars,
-                    max_error=float((got - expected).abs().max()) if got.numel() else 0.0,
-                    max_output=float(expected.abs().max()) if expected.numel() else 0.0,
-                )
-            )
-    return report
+
+def _verify_layer(
+    lay: LayerMatrix, xbar: Crossbar, scheme: str, x: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
+) -> LayerCheck:
+    """Pack one layer, check the packing, compute it through the crossbars and compare."""
+    matrix = lay.matrix()
+    packed = pack(matrix, xbar, scheme)
+    check_physical(packed, matrix)
+    got = simulate_layer(lay.module, packed, x)
+    try:
+        torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+    except AssertionError as exc:
+        first = str(exc).strip().splitlines()
+        raise SimulationMismatch(
+            f"{lay.name} ({scheme} on {xbar}): crossbars differ from the layer: "
+            + " ".join(line.strip() for line in first[:3])
+        ) from None
+    return LayerCheck(
+        name=lay.name,
+        kind=lay.kind,
+        shape=f"{lay.groups}x{lay.rows}x{lay.cols}",
+        crossbars=packed.n_crossbars,
+        max_error=float((got - expected).abs().max()) if got.numel() else 0.0,
+        max_output=float(expected.abs().max()) if expected.numel() else 0.0,
+    )

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pimprune.errors import ConfigError
-from pimprune.pruning.masking import masked_parameter
+from pimprune.pruning.masking import raw_parameter
 
 Projection = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
@@ -96,7 +96,7 @@ class ADMM:
         self._sync()
 
     def _weights(self) -> dict[str, torch.Tensor]:
-        return {n: masked_parameter(self.model, n) for n in self.names}
+        return {n: raw_parameter(self.model, n) for n in self.names}
 
     def penalty(self) -> torch.Tensor:
         """``sum (rho/2) ||W - Z + U||^2`` as a differentiable loss term."""

@@ -37,14 +37,27 @@ touched and are counted dense. The guarantee is: dense count of the kept-dense
 layers + count of every other layer under the pattern's scheme (for
 ``unstructured``: its packing bound, see :meth:`pimprune.pruning.patterns.Pattern.cost`)
 ``<= floor(dense_total / target_compression)``.
+
+With ``unit_costs`` (layer name -> cost of one crossbar of that layer, e.g. its
+energy from the hardware model), budgets are counted in those units instead of
+crossbars: the network may use ``sum(dense cost) / target_compression``, kept-dense
+layers count at their dense cost, and the ``global`` allocation ranks units by
+gain per cost, so an expensive layer keeps fewer crossbars. Without them every
+crossbar costs 1 (the default, and the budgets above).
+
+The bookkeeping (which layers are prunable, their dense counts and costs, the
+budget a target allows) is a :class:`BudgetPlan`; the allocations take it. A
+:class:`Projector` can be re-targeted (:meth:`Projector.retarget`) without
+re-reading the model, as gradual pruning does at every mask update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,8 +68,9 @@ from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import dense_count
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.numeric import budget_of, check_target_compression, energy
 from pimprune.pruning.dependency import FilterGraph, logical_parameters, own_parameters
-from pimprune.pruning.patterns import PATTERNS, Pattern, Units, get_pattern, greedy_select
+from pimprune.pruning.patterns import PATTERNS, Pattern, Units, get_pattern, greedy_plan
 from pimprune.registry import Registry
 
 #: Ways of sharing the network budget among layers.
@@ -65,6 +79,8 @@ ALLOCATIONS: tuple[str, ...] = ("uniform", "global", "file")
 #: Aliases accepted in ``keep_dense``.
 KEEP_FIRST = "first"
 KEEP_LAST = "last"
+
+Tensors = Mapping[str, torch.Tensor]
 
 
 @dataclass
@@ -75,7 +91,7 @@ class PruneTarget:
         pattern: Pattern name (see :data:`pimprune.pruning.patterns.PATTERNS`).
         crossbar: Crossbar geometry (a :class:`Crossbar` or ``"RxC"``).
         target_compression: Dense crossbars / pruned crossbars over all mapped
-            layers (a ratio, ``>= 1``).
+            layers (a ratio, ``>= 1``); with ``unit_costs``, dense cost / pruned cost.
         allocation: ``"uniform"``, ``"global"`` or ``"file"``.
         budgets_file: YAML file of per-layer budgets (allocation ``"file"`` only).
         keep_dense: Layers kept dense and untouched: ``"first"`` (first conv),
@@ -89,9 +105,12 @@ class PruneTarget:
             is the first to go, which cuts the shortcut of its block.
         normalize_layers: With ``global`` allocation, divide each layer's unit gains
             by the layer's mean energy per dense crossbar (each ``filter`` group's
-            channel importances by their mean). Turn it off when the weights given
+            channel importances by their mean). Turn it off when the scores given
             to the projector are already in units comparable across layers (the
             ``fisher`` saliency, :mod:`pimprune.pruning.saliency`).
+        unit_costs: Layer name -> cost of one crossbar of that layer (positive; layers
+            not listed cost 1). None: every crossbar costs 1. Only with the ``global``
+            allocation (for ``filter``: the budget is counted in these costs).
     """
 
     pattern: str
@@ -102,17 +121,12 @@ class PruneTarget:
     keep_dense: tuple[str, ...] = (KEEP_FIRST, KEEP_LAST)
     keep_every_layer: bool = True
     normalize_layers: bool = True
+    unit_costs: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
         self.crossbar = Crossbar.parse(self.crossbar)
-        t = self.target_compression
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 1:
-            raise ConfigError(
-                f"target compression must be a finite number >= 1 (dense/pruned crossbars), "
-                f"got {t!r}"
-            )
-        self.target_compression = float(t)
+        self.target_compression = check_target_compression(self.target_compression)
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(
                 f"unknown allocation {self.allocation!r}; choose one of: {', '.join(ALLOCATIONS)}"
@@ -125,6 +139,19 @@ class PruneTarget:
         if isinstance(self.keep_dense, str):
             self.keep_dense = (self.keep_dense,)
         self.keep_dense = tuple(self.keep_dense)
+        if self.unit_costs is not None:
+            self.unit_costs = _check_costs(self.unit_costs, self.allocation)
+
+
+def _check_costs(costs: Mapping[str, float], allocation: str) -> dict[str, float]:
+    if allocation != "global":
+        raise ConfigError(f"unit costs weight the global allocation; got allocation {allocation!r}")
+    out = {}
+    for name, c in costs.items():
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
+            raise ConfigError(f"unit cost of {name!r} must be a finite number > 0, got {c!r}")
+        out[str(name)] = float(c)
+    return out
 
 
 def proportional_budgets(dense: Mapping[str, int], total: int) -> dict[str, int]:
@@ -212,10 +239,6 @@ def _compression_budget(path: str, name: str, ratio: object, dense: int, bad) ->
     return int(math.floor(dense / ratio + 1e-9))
 
 
-def _network_budget(dense_total: int, target: float) -> int:
-    return int(math.floor(dense_total / target * (1 + 1e-12)))
-
-
 def _resolve_keep_dense(keep: Sequence[str], layers: list[LayerMatrix]) -> tuple[str, ...]:
     names = [lay.name for lay in layers]
     convs = [lay.name for lay in layers if lay.kind == "conv"]
@@ -225,87 +248,250 @@ def _resolve_keep_dense(keep: Sequence[str], layers: list[LayerMatrix]) -> tuple
     }
     out: list[str] = []
     for item in keep:
-        if item in aliases:
-            out.extend(aliases[item])
-        elif item in names:
-            out.append(item)
-        else:
+        if item not in aliases and item not in names:
             raise ConfigError(
                 f"keep_dense: {item!r} is not a mapped layer; use 'first', 'last' or one of: "
                 f"{', '.join(names)}"
             )
+        out.extend(aliases.get(item, [item]))
     return tuple(dict.fromkeys(out))
 
 
-def _energy(matrix: torch.Tensor) -> float:
-    m = matrix.detach().to(torch.float64)
-    return float((m * m).sum())
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:.6g}"
 
 
-class _Strategy(ABC):
-    """How masks are computed for one projector (layer-wise patterns or network-level filter)."""
+@dataclass
+class BudgetPlan:
+    """What a target means for a model: the layers, their dense counts and costs, the budgets.
 
-    params: list[str]
+    Build it with :meth:`build`; :meth:`retarget` gives the plan of another target
+    compression for the same layers. Budgets are in crossbars, or in the units of
+    :attr:`costs` when the target has ``unit_costs`` (then they are floats).
 
-    @abstractmethod
-    def __call__(
-        self, weights: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        """Masks by parameter name and the crossbars of each prunable layer."""
+    Attributes:
+        crossbar: The geometry.
+        all_layers: Every mapped layer.
+        kept_dense: Names of the layers kept dense and untouched.
+        dense: Dense count of every mapped layer.
+        costs: Cost of one crossbar of every mapped layer (all 1 without ``unit_costs``).
+        target_compression: The target the budgets are computed for.
+        weighted: Whether the target has ``unit_costs`` (budgets in cost units).
+    """
+
+    crossbar: Crossbar
+    all_layers: list[LayerMatrix]
+    kept_dense: tuple[str, ...]
+    dense: dict[str, int]
+    costs: dict[str, float]
+    target_compression: float
+    weighted: bool = False
+    layers: list[LayerMatrix] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layers = [lay for lay in self.all_layers if lay.name not in self.kept_dense]
+
+    @classmethod
+    def build(cls, model: nn.Module, target: PruneTarget) -> BudgetPlan:
+        """The plan of ``target`` for ``model`` (its mapped layers; weights are not read).
+
+        Raises:
+            ConfigError: no layer to prune, an unknown kept-dense or cost layer, or a
+                target the kept-dense layers alone exceed.
+        """
+        layers = extract_layers(model)
+        if not layers:
+            raise ConfigError("the model has no Conv2d or Linear layer to prune")
+        xbar = target.crossbar
+        dense = {lay.name: dense_count(lay.rows, lay.cols, lay.groups, xbar) for lay in layers}
+        costs = dict.fromkeys(dense, 1.0)
+        unknown = [n for n in (target.unit_costs or {}) if n not in dense]
+        if unknown:
+            raise ConfigError(
+                f"unit costs name unmapped layer(s) {', '.join(unknown)}; choose among: {', '.join(dense)}"
+            )
+        costs.update(target.unit_costs or {})
+        plan = cls(
+            xbar,
+            layers,
+            _resolve_keep_dense(target.keep_dense, layers),
+            dense,
+            costs,
+            target.target_compression,
+            weighted=target.unit_costs is not None,
+        )
+        plan.check()
+        return plan
+
+    def retarget(self, target_compression: float) -> BudgetPlan:
+        """The same plan for another target compression (checked)."""
+        plan = dataclasses.replace(self, target_compression=check_target_compression(target_compression))
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` when the kept-dense layers alone exceed the budget."""
+        if self.prunable_budget < 0:
+            raise ConfigError(
+                f"the kept-dense layers ({', '.join(self.kept_dense)}) alone need "
+                f"{_num(self.kept_cost)} of the {_num(self.network_budget)} {self.unit} that "
+                f"{self.target_compression:g}x allows on {self.crossbar}; the highest reachable "
+                f"compression is {self.cost_total / self.kept_cost:.3f} "
+                "(or keep fewer layers dense)"
+            )
+
+    @property
+    def unit(self) -> str:
+        """What budgets count: ``crossbars`` or ``cost units``."""
+        return "cost units" if self.weighted else "crossbars"
+
+    @property
+    def dense_total(self) -> int:
+        """Dense crossbars of the unpruned network (all mapped layers)."""
+        return sum(self.dense.values())
+
+    @property
+    def kept_total(self) -> int:
+        """Dense crossbars of the kept-dense layers."""
+        return sum(self.dense[n] for n in self.kept_dense)
+
+    @property
+    def prunable_dense(self) -> dict[str, int]:
+        """Dense count of each prunable layer."""
+        return {lay.name: self.dense[lay.name] for lay in self.layers}
+
+    @property
+    def cost_total(self) -> float:
+        """Dense cost of the unpruned network (= :attr:`dense_total` without costs)."""
+        return self.cost(self.dense)
+
+    @property
+    def kept_cost(self) -> float:
+        """Dense cost of the kept-dense layers (= :attr:`kept_total` without costs)."""
+        return self.cost({n: self.dense[n] for n in self.kept_dense})
+
+    @property
+    def network_budget(self) -> int | float:
+        """``floor(dense_total / target)`` crossbars; with costs ``cost_total / target``."""
+        if self.weighted:
+            return self.cost_total / self.target_compression * (1 + 1e-12)
+        return budget_of(self.dense_total, self.target_compression)
+
+    @property
+    def prunable_budget(self) -> int | float:
+        """``network_budget - kept cost``: what the prunable layers may use."""
+        return self.network_budget - (self.kept_cost if self.weighted else self.kept_total)
+
+    def cost(self, counts: Mapping[str, int]) -> int | float:
+        """Crossbar counts by layer in budget units (their sum without costs)."""
+        if not self.weighted:
+            return sum(counts.values())
+        return sum(self.costs[n] * c for n, c in counts.items())
 
 
-class _LayerStrategy(_Strategy):
-    """Layer-wise projection (every pattern but filter)."""
+@dataclass
+class Ranking:
+    """Units of several layers ranked together (the ``global`` allocation).
 
-    def __init__(self, proj: Projector) -> None:
-        self.proj = proj
-        self.pattern: Pattern = proj.pattern
-        self.params = [f"{lay.name}.weight" for lay in proj.layers]
-        self.allocator = LAYER_ALLOCATIONS.get(proj.target.allocation)(proj)
+    Attributes:
+        units: Layer name -> its units.
+        gains: ``(U,)`` ranked gain of every unit, layer after layer.
+        costs: ``(U,)`` budget cost of every unit (crossbars, or cost units).
+        chain: ``(U,)`` chain ids, unique across layers.
+        position: ``(U,)`` positions in chain.
+    """
 
-    def __call__(
-        self, weights: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        mats = {}
-        for lay, pname in zip(self.proj.layers, self.params, strict=True):
-            mats[lay.name] = lay.matrix(_take(weights, pname, lay.weight_shape))
-        layer_masks, budgets = self.allocator.allocate(mats)
-        masks = {
-            pname: lay.to_weight(layer_masks[lay.name])
-            for lay, pname in zip(self.proj.layers, self.params, strict=True)
-        }
-        return masks, budgets
+    units: dict[str, Units]
+    gains: torch.Tensor
+    costs: torch.Tensor
+    chain: torch.Tensor
+    position: torch.Tensor
+    _plan: object = field(default=None, repr=False)
+
+    def select(self, budget: int | float) -> torch.Tensor:
+        """``(U,)`` boolean: the units the greedy takes within ``budget`` (the order is computed once)."""
+        if self._plan is None:
+            self._plan = greedy_plan(self.gains, self.costs, self.chain, self.position)
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        return self._plan(budget)
+
+    def split(self, selected: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """``(g, M, N)`` masks and crossbars of every layer for ``selected`` units."""
+        masks, crossbars = {}, {}
+        start = 0
+        for n, u in self.units.items():
+            sel = selected[start : start + len(u)]
+            start += len(u)
+            masks[n] = u.mask(sel)
+            crossbars[n] = u.cost_of(sel)
+        return masks, crossbars
 
 
-def _take(weights: Mapping[str, torch.Tensor], name: str, shape: torch.Size) -> torch.Tensor:
-    try:
-        w = weights[name]
-    except KeyError:
-        raise ValueError(f"weights lack parameter {name!r}") from None
-    if w.shape != shape:
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
-    return w.detach()
+def rank_units(
+    units: Mapping[str, Units],
+    scale: Mapping[str, float],
+    *,
+    keep_every_layer: bool = False,
+    every_chain: bool = False,
+    unit_costs: Mapping[str, float] | None = None,
+) -> Ranking:
+    """Pool the units of several layers for one greedy (the ``global`` allocation's ranking).
+
+    Args:
+        units: Layer name -> its units, in network order.
+        scale: Layer name -> factor of its gains (the per-layer normalisation; 1: none).
+        keep_every_layer: Make every layer's best first unit (every chain's first unit
+            with ``every_chain``) outrank all others.
+        every_chain: See ``keep_every_layer`` (:attr:`Pattern.chain_is_output_group`).
+        unit_costs: Layer name -> cost of one of its crossbars (None: 1, integer costs).
+    """
+    gains, costs, chains, positions = [], [], [], []
+    offset = 0
+    for n, u in units.items():
+        gains.append(u.gains * scale[n])
+        costs.append(u.costs if unit_costs is None else u.costs.to(torch.float64) * unit_costs[n])
+        chains.append(u.chain + offset)
+        positions.append(u.position)
+        offset += u.n_chains
+    if keep_every_layer and gains:
+        # the best first unit of every layer outranks everything else
+        boost = float(sum(float(g.sum()) for g in gains)) + 1.0
+        if unit_costs is not None:
+            boost *= max(unit_costs[n] for n in units) / min(unit_costs[n] for n in units)
+        for g, pos in zip(gains, positions, strict=True):
+            first = torch.nonzero(pos == 0).flatten()
+            if len(first):
+                keep = first if every_chain else first[torch.argmax(g[first])].reshape(1)
+                g[keep] = g[keep] + boost
+    cat = [torch.cat(x) if x else torch.zeros(0, dtype=torch.int64) for x in (gains, costs, chains, positions)]
+    return Ranking(dict(units), *cat)
 
 
 class _Allocator(ABC):
+    """Masks and per-layer crossbars of the prunable layers, from their ranked matrices."""
+
     def __init__(self, proj: Projector) -> None:
         self.proj = proj
 
+    def retarget(self) -> None:  # noqa: B027 - optional hook
+        """The projector's plan changed: recompute what depends on the budget."""
+
     @abstractmethod
-    def allocate(
-        self, mats: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        """``(g, M, N)`` masks and crossbar budget per prunable layer."""
+    def allocate(self, mats: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """``(g, M, N)`` masks and crossbar count per prunable layer."""
 
 
 class _FixedAllocator(_Allocator):
-    """Budgets fixed once; every call projects each layer alone."""
+    """Budgets fixed per target; every call projects each layer alone."""
 
     budgets: dict[str, int]
 
-    def allocate(
-        self, mats: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    def __init__(self, proj: Projector) -> None:
+        super().__init__(proj)
+        self.retarget()
+
+    def allocate(self, mats: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
         p, x = self.proj.pattern, self.proj.crossbar
         return {n: p.project(m, x, self.budgets[n]) for n, m in mats.items()}, dict(self.budgets)
 
@@ -316,79 +502,105 @@ LAYER_ALLOCATIONS: Registry[type[_Allocator]] = Registry("allocation")
 
 @LAYER_ALLOCATIONS.register("uniform")
 class _UniformAllocator(_FixedAllocator):
-    def __init__(self, proj: Projector) -> None:
-        super().__init__(proj)
-        self.budgets = proportional_budgets(proj.prunable_dense, proj.prunable_budget)
+    def retarget(self) -> None:  # noqa: D102
+        plan = self.proj.plan
+        self.budgets = proportional_budgets(plan.prunable_dense, plan.prunable_budget)
 
 
 @LAYER_ALLOCATIONS.register("file")
 class _FileAllocator(_FixedAllocator):
     def __init__(self, proj: Projector) -> None:
-        super().__init__(proj)
-        dense = proj.prunable_dense
-        kept = set(proj.kept_dense)
-        path = str(proj.target.budgets_file)
-        listed = load_budgets_file(path, {**dense, **{n: 0 for n in kept}})
-        in_kept = [n for n in listed if n in kept]
+        plan = proj.plan
+        kept = set(plan.kept_dense)
+        self.path = str(proj.target.budgets_file)
+        self.listed = load_budgets_file(self.path, {**plan.prunable_dense, **{n: 0 for n in kept}})
+        in_kept = [n for n in self.listed if n in kept]
         if in_kept:
             raise ConfigError(
-                f"budgets file {path!r} lists kept-dense layer(s) {', '.join(in_kept)}; "
+                f"budgets file {self.path!r} lists kept-dense layer(s) {', '.join(in_kept)}; "
                 "remove them from the file or from keep_dense"
             )
-        used = sum(listed.values())
-        if used > proj.prunable_budget:
-            reach = proj.dense_total / max(1, used + proj.kept_total)
+        super().__init__(proj)
+
+    def retarget(self) -> None:  # noqa: D102
+        plan = self.proj.plan
+        used = sum(self.listed.values())
+        if used > plan.prunable_budget:
+            reach = plan.dense_total / max(1, used + plan.kept_total)
             raise ConfigError(
-                f"budgets file {path!r} asks for {used} crossbars (+{proj.kept_total} kept dense) "
-                f"but target {proj.target.target_compression:g}x allows {proj.network_budget}; "
+                f"budgets file {self.path!r} asks for {used} crossbars (+{plan.kept_total} kept dense) "
+                f"but target {plan.target_compression:g}x allows {plan.network_budget}; "
                 f"lower the budgets or set the target to at most {reach:.3f}"
             )
-        missing = {n: d for n, d in dense.items() if n not in listed}
-        self.budgets = {**listed, **proportional_budgets(missing, proj.prunable_budget - used)}
-        self.budgets = {n: self.budgets[n] for n in dense}
+        dense = plan.prunable_dense
+        missing = {n: d for n, d in dense.items() if n not in self.listed}
+        budgets = {**self.listed, **proportional_budgets(missing, plan.prunable_budget - used)}
+        self.budgets = {n: budgets[n] for n in dense}
 
 
 @LAYER_ALLOCATIONS.register("global")
 class _GlobalAllocator(_Allocator):
-    def allocate(
-        self, mats: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        p, x = self.proj.pattern, self.proj.crossbar
-        units: dict[str, Units] = {n: p.units(m, x) for n, m in mats.items()}
-        gains, costs, chains, positions = [], [], [], []
-        offset = 0
-        for n, u in units.items():
-            energy = _energy(mats[n]) if self.proj.target.normalize_layers else 0.0
-            scale = self.proj.prunable_dense[n] / energy if energy > 0 else 1.0
-            gains.append(u.gains * scale)
-            costs.append(u.costs)
-            chains.append(u.chain + offset)
-            positions.append(u.position)
-            offset += u.n_chains
-        if self.proj.target.keep_every_layer and gains:
-            # the best first unit of every layer outranks everything else
-            boost = float(sum(float(g.sum()) for g in gains)) + 1.0
-            every_chain = p.chain_is_output_group
-            for g, pos in zip(gains, positions, strict=True):
-                first = torch.nonzero(pos == 0).flatten()
-                if len(first):
-                    keep = first if every_chain else first[torch.argmax(g[first])].reshape(1)
-                    g[keep] = g[keep] + boost
-        selected = greedy_select(
-            torch.cat(gains),
-            torch.cat(costs),
-            torch.cat(chains),
-            torch.cat(positions),
-            self.proj.prunable_budget,
+    def allocate(self, mats: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        p, x, plan, target = self.proj.pattern, self.proj.crossbar, self.proj.plan, self.proj.target
+        scale = {}
+        for n, m in mats.items():
+            e = energy(m) if target.normalize_layers else 0.0
+            scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
+        ranking = rank_units(
+            {n: p.units(m, x) for n, m in mats.items()},
+            scale,
+            keep_every_layer=target.keep_every_layer,
+            every_chain=p.chain_is_output_group,
+            unit_costs=plan.costs if plan.weighted else None,
         )
-        masks, budgets = {}, {}
-        start = 0
-        for n, u in units.items():
-            sel = selected[start : start + len(u)]
-            start += len(u)
-            masks[n] = u.mask(sel)
-            budgets[n] = u.cost_of(sel)
-        return masks, budgets
+        return ranking.split(ranking.select(plan.prunable_budget))
+
+
+class _Strategy(ABC):
+    """How masks are computed for one projector (layer-wise patterns or network-level filter)."""
+
+    params: list[str]
+
+    def retarget(self) -> None:  # noqa: B027 - optional hook
+        """The projector's plan changed."""
+
+    @abstractmethod
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """Masks by parameter name and the crossbars of each prunable layer."""
+
+
+def _take(weights: Tensors, name: str, shape: torch.Size, what: str = "weights") -> torch.Tensor:
+    try:
+        w = weights[name]
+    except KeyError:
+        raise ValueError(f"{what} lack parameter {name!r}") from None
+    if w.shape != shape:
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(w.shape)}")
+    return w.detach()
+
+
+def _ranked(weights: Tensors, scores: Tensors, name: str, shape: torch.Size) -> torch.Tensor:
+    """The tensor ranked for ``name``: its score if given, else its weight (both checked)."""
+    w = _take(weights, name, shape)
+    return _take(scores, name, shape, "scores") if name in scores else w
+
+
+class _LayerStrategy(_Strategy):
+    """Layer-wise projection (every pattern but filter)."""
+
+    def __init__(self, proj: Projector) -> None:
+        self.proj = proj
+        self.params = [f"{lay.name}.weight" for lay in proj.layers]
+        self.allocator = LAYER_ALLOCATIONS.get(proj.target.allocation)(proj)
+
+    def retarget(self) -> None:  # noqa: D102
+        self.allocator.retarget()
+
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        pairs = list(zip(self.proj.layers, self.params, strict=True))
+        mats = {lay.name: lay.matrix(_ranked(weights, scores, pn, lay.weight_shape)) for lay, pn in pairs}
+        layer_masks, budgets = self.allocator.allocate(mats)
+        return {pn: lay.to_weight(layer_masks[lay.name]) for lay, pn in pairs}, budgets
 
 
 class _FilterStrategy(_Strategy):
@@ -406,27 +618,30 @@ class _FilterStrategy(_Strategy):
                 f"choose one of: {', '.join(FILTER_ALLOCATIONS.names())}"
             )
         self.search = FILTER_ALLOCATIONS.get(proj.target.allocation)
-        lowest = self.total(self.graph.remove_by_ratio(self.graph.importance(), 0.0))
-        if lowest > proj.network_budget:
+        self.lowest = self.total(self.graph.remove_by_ratio(self.graph.importance(), 0.0))
+        self.retarget()
+
+    def retarget(self) -> None:  # noqa: D102
+        plan = self.proj.plan
+        if self.lowest > plan.network_budget:
             raise ConfigError(
-                f"filter pruning cannot reach {proj.target.target_compression:g}x on "
-                f"{proj.crossbar} crossbars (every channel group keeps one channel); "
-                f"the highest reachable compression is {proj.dense_total / lowest:.3f}"
+                f"filter pruning cannot reach {plan.target_compression:g}x on "
+                f"{plan.crossbar} crossbars (every channel group keeps one channel); "
+                f"the highest reachable compression is {plan.cost_total / self.lowest:.3f}"
             )
 
     def layer_counts(self, removed: Sequence[torch.Tensor]) -> dict[str, int]:
         counts = self.graph.layer_counts(removed, self.proj.crossbar)
         return {lay.name: counts[lay.name] for lay in self.proj.layers}
 
-    def total(self, removed: Sequence[torch.Tensor]) -> int:
-        return self.proj.kept_total + sum(self.layer_counts(removed).values())
+    def total(self, removed: Sequence[torch.Tensor]) -> int | float:
+        """Budget units (crossbars, or costs) of the network after ``removed``."""
+        plan = self.proj.plan
+        return plan.cost({n: plan.dense[n] for n in plan.kept_dense}) + plan.cost(self.layer_counts(removed))
 
-    def __call__(
-        self, weights: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        for name in self.params:
-            _take(weights, name, self.graph.shapes[name])
-        importance = self.graph.importance(weights)
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        ranked = {name: _ranked(weights, scores, name, self.graph.shapes[name]) for name in self.params}
+        importance = self.graph.importance({**scores, **ranked})
         removed = self.search(self, importance)
         masks = self.graph.masks(removed)
         out = {p: masks[p].to(weights[p].device) for p in self.params}
@@ -499,6 +714,12 @@ def _filter_global(strategy: _FilterStrategy, importance: list[torch.Tensor]) ->
     return decision(hi)
 
 
+#: Pattern name -> strategy of a pattern projected network-wide (built from the projector,
+#: the model and an example input; it has ``params``, ``__call__(weights, scores)`` and
+#: ``retarget()``). Other patterns are projected layer by layer.
+NETWORK_STRATEGIES: Registry = Registry("network-level pattern")
+NETWORK_STRATEGIES.add("filter", _FilterStrategy)
+
 #: Allocation name -> search for the filter pattern.
 FILTER_ALLOCATIONS: Registry = Registry("filter allocation")
 FILTER_ALLOCATIONS.add("uniform", _filter_uniform)
@@ -515,17 +736,13 @@ class Projector:
         example_input: An input batch (tracing for ``filter``; e.g. ``torch.randn(1, 3, 32, 32)``).
 
     Attributes:
-        target: The target.
+        target: The target (:meth:`retarget` replaces its compression).
         pattern: The pattern instance.
         crossbar: The geometry.
-        all_layers: Every mapped layer.
-        layers: The prunable layers (mapped layers not kept dense).
-        kept_dense: Names of the layers kept dense and untouched.
-        dense_total: Dense crossbars of the unpruned network (all mapped layers).
-        kept_total: Dense crossbars of the kept-dense layers.
-        network_budget: ``floor(dense_total / target_compression)`` crossbars.
-        prunable_budget: ``network_budget - kept_total``: what the prunable layers may use.
-        prunable_dense: Dense count of each prunable layer.
+        plan: The :class:`BudgetPlan` (layers, dense counts, costs, budgets); its
+            attributes are also readable on the projector (``all_layers``, ``layers``,
+            ``kept_dense``, ``dense_total``, ``kept_total``, ``network_budget``,
+            ``prunable_budget``, ``prunable_dense``).
         params: Parameter names the projector masks (exactly the keys of its result).
         budgets: Crossbars of each prunable layer: the fixed budgets (uniform, file) or
             those of the latest call (global, filter).
@@ -537,44 +754,52 @@ class Projector:
 
     def __init__(self, model: nn.Module, target: PruneTarget, example_input: torch.Tensor) -> None:
         self.target = target
-        self.pattern = get_pattern(target.pattern)
+        self.pattern: Pattern = get_pattern(target.pattern)
         self.crossbar = target.crossbar
-        self.all_layers = extract_layers(model)
-        if not self.all_layers:
-            raise ConfigError("the model has no Conv2d or Linear layer to prune")
-        self.kept_dense = _resolve_keep_dense(target.keep_dense, self.all_layers)
-        self.layers = [lay for lay in self.all_layers if lay.name not in self.kept_dense]
-        dense = {
-            lay.name: dense_count(lay.rows, lay.cols, lay.groups, self.crossbar)
-            for lay in self.all_layers
-        }
-        self.dense_total = sum(dense.values())
-        self.kept_total = sum(dense[n] for n in self.kept_dense)
-        self.prunable_dense = {lay.name: dense[lay.name] for lay in self.layers}
-        self.network_budget = _network_budget(self.dense_total, target.target_compression)
-        self.prunable_budget = self.network_budget - self.kept_total
-        if self.prunable_budget < 0:
-            raise ConfigError(
-                f"the kept-dense layers ({', '.join(self.kept_dense)}) alone need "
-                f"{self.kept_total} of the {self.network_budget} crossbars that "
-                f"{target.target_compression:g}x allows on {self.crossbar}; the highest reachable "
-                f"compression is {self.dense_total / self.kept_total:.3f} "
-                "(or keep fewer layers dense)"
-            )
+        self.plan = BudgetPlan.build(model, target)
+        network_level = NETWORK_STRATEGIES.get(self.pattern.name) if self.pattern.name in NETWORK_STRATEGIES else None
         self._strategy: _Strategy = (
-            _FilterStrategy(self, model, example_input)
-            if self.pattern.name == "filter"
-            else _LayerStrategy(self)
+            _LayerStrategy(self) if network_level is None else network_level(self, model, example_input)
         )
         self.params: list[str] = list(self._strategy.params)
         self._silenced: dict[str, int] = {}
+        if not self._fixed_budgets():
+            self.project_model(model)
+
+    def __getattr__(self, name: str):
+        # the plan's bookkeeping, readable on the projector (all_layers, dense_total, ...)
+        if name in _PLAN_ATTRIBUTES:
+            return getattr(self.__dict__["plan"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _fixed_budgets(self) -> bool:
         fixed = getattr(getattr(self._strategy, "allocator", None), "budgets", None)
         if fixed is not None:
             self.budgets: dict[str, int] = dict(fixed)
-        else:
-            self.project_model(model)
+        return fixed is not None
 
-    def __call__(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def retarget(self, target_compression: float) -> None:
+        """Aim at another compression, keeping the layers, the pattern and any traced graph.
+
+        Fixed budgets (uniform, file) are recomputed at once; those of ``global`` and
+        ``filter`` at the next call. Gradual pruning re-targets at every mask update.
+
+        Raises:
+            ConfigError: when the new target cannot be reached (the projector then
+                keeps its previous target).
+        """
+        old_plan, old_target = self.plan, self.target
+        self.plan = self.plan.retarget(target_compression)
+        self.target = dataclasses.replace(self.target, target_compression=self.plan.target_compression)
+        try:
+            self._strategy.retarget()
+        except ConfigError:
+            self.plan, self.target = old_plan, old_target
+            self._strategy.retarget()
+            raise
+        self._fixed_budgets()
+
+    def __call__(self, weights: Tensors, scores: Tensors | None = None) -> dict[str, torch.Tensor]:
         """Boolean masks, by parameter name, for exactly :attr:`params`.
 
         Args:
@@ -582,8 +807,12 @@ class Projector:
                 must hold every name of :attr:`params` (others are ignored, except that
                 ``filter`` reads the coupled slices of kept-dense layers from the
                 model when they are not given).
+            scores: Parameter name -> importance of every weight, the parameter's shape
+                (as ``torch.nn.utils.prune``'s ``importance_scores``): the masks keep the
+                units of most score energy. A parameter without a score is ranked by its
+                weight; None ranks every parameter by its weight.
         """
-        masks, budgets = self._strategy(weights)
+        masks, budgets = self._strategy(weights, scores or {})
         self.budgets = budgets
         self._silenced = self._count_silenced(masks)
         return masks
@@ -603,9 +832,9 @@ class Projector:
         """
         return dict(self._silenced)
 
-    def _count_silenced(self, masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    def _count_silenced(self, masks: Tensors) -> dict[str, int]:
         out = {}
-        for lay in self.layers:
+        for lay in self.plan.layers:
             mask = masks.get(f"{lay.name}.weight")
             if mask is None:
                 continue
@@ -614,21 +843,38 @@ class Projector:
                 out[lay.name] = n
         return out
 
-    def layer_crossbars(self, masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    def layer_crossbars(self, masks: Tensors) -> dict[str, int]:
         """Crossbars of every mapped layer under the target's rules for ``masks``.
 
         Kept-dense layers and layers without a mask count dense; the others
         count :meth:`pimprune.pruning.patterns.Pattern.cost` of their weight mask.
         """
         out = {}
-        for lay in self.all_layers:
+        for lay in self.plan.all_layers:
             mask = masks.get(f"{lay.name}.weight")
-            if lay.name in self.kept_dense or mask is None:
-                out[lay.name] = dense_count(lay.rows, lay.cols, lay.groups, self.crossbar)
+            if lay.name in self.plan.kept_dense or mask is None:
+                out[lay.name] = self.plan.dense[lay.name]
             else:
                 out[lay.name] = self.pattern.cost(lay.matrix(mask), self.crossbar)
         return out
 
-    def total_crossbars(self, masks: Mapping[str, torch.Tensor]) -> int:
-        """Sum of :meth:`layer_crossbars` (at most :attr:`network_budget` for our masks)."""
+    def total_crossbars(self, masks: Tensors) -> int:
+        """Sum of :meth:`layer_crossbars` (at most :attr:`network_budget` for our masks, without costs)."""
         return sum(self.layer_crossbars(masks).values())
+
+
+#: :class:`BudgetPlan` attributes readable on a :class:`Projector`.
+_PLAN_ATTRIBUTES = frozenset(
+    {
+        "all_layers",
+        "layers",
+        "kept_dense",
+        "dense_total",
+        "kept_total",
+        "prunable_dense",
+        "network_budget",
+        "prunable_budget",
+        "cost_total",
+        "kept_cost",
+    }
+)

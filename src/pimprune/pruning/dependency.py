@@ -37,6 +37,7 @@ from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import count
 from pimprune.mapping.matrices import LayerMatrix, extract_layers, weight_to_matrix
+from pimprune.numeric import cdiv
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -340,7 +341,7 @@ class FilterGraph:
                     counts[layer.name] = 0
                     continue
                 rows = in_kept * (layer.rows // shape[1])
-                counts[layer.name] = -(-rows // xbar.rows) * -(-out_kept // xbar.cols)
+                counts[layer.name] = cdiv(rows, xbar.rows) * cdiv(out_kept, xbar.cols)
             else:
                 mask = torch.ones(shape, dtype=torch.bool)
                 for dim, vec in vecs.items():

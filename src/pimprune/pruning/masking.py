@@ -69,15 +69,23 @@ def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def remove_masks(model: nn.Module) -> None:
-    """Bake masks into plain parameters (pruned entries stay zero)."""
+    """Bake masks (and any other parametrization) into plain parameters, in place.
+
+    Pruned entries stay zero; :func:`pimprune.training.checkpoint.plain_state_dict`
+    does this on a copy.
+    """
     for module in model.modules():
         if parametrize.is_parametrized(module):
             for attr in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
 
 
-def masked_parameter(model: nn.Module, name: str) -> torch.Tensor:
-    """The raw trainable tensor behind ``name`` (``original`` if it is masked)."""
+def raw_parameter(model: nn.Module, name: str) -> torch.Tensor:
+    """The trainable tensor behind ``name``: the unmasked ``original`` if a mask is applied.
+
+    This is what an optimizer updates and what ADMM constrains; the forward pass
+    sees :func:`effective_parameter` instead.
+    """
     mod_name, attr = _split(name)
     module = dict(model.named_modules())[mod_name]
     if parametrize.is_parametrized(module, attr):
@@ -85,8 +93,13 @@ def masked_parameter(model: nn.Module, name: str) -> torch.Tensor:
     return getattr(module, attr)
 
 
+def raw_parameters(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """:func:`raw_parameter` of every name (the live tensors, not copies)."""
+    return {n: raw_parameter(model, n) for n in names}
+
+
 def effective_parameter(model: nn.Module, name: str) -> torch.Tensor:
-    """The tensor the forward pass uses for ``name`` (masked if a mask is applied)."""
+    """The tensor the forward pass uses for ``name`` (``original * mask`` if a mask is applied)."""
     mod_name, attr = _split(name)
     module = dict(model.named_modules())[mod_name]
     return getattr(module, attr)

@@ -46,6 +46,7 @@ been proven by the functional simulator.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -56,11 +57,8 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import count, packing_bound
+from pimprune.numeric import NUMPY_FLOATS, broadcast, cdiv, contiguous, repeat, squares, zero_pad
 from pimprune.registry import Registry
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass
@@ -161,7 +159,7 @@ def greedy_plan(
 
     Args:
         gains: ``(U,)`` gain per unit.
-        costs: ``(U,)`` positive integer cost per unit.
+        costs: ``(U,)`` positive cost per unit: integer crossbars, or float cost units.
         chain: ``(U,)`` chain id per unit, ``0 .. n_chains-1``.
         position: ``(U,)`` position in chain, from ``0``.
 
@@ -169,13 +167,14 @@ def greedy_plan(
         ``select(budget)``, equal to ``greedy_select(gains, costs, chain, position, budget)``.
 
     Raises:
-        ValueError: if a unit costs less than one crossbar.
+        ValueError: if a unit costs zero or less.
     """
     device = gains.device
     n = int(gains.numel())
-    cost = _np(costs).astype(np.int64)
+    cost = _np(costs)
+    cost = cost.astype(np.float64) if np.issubdtype(cost.dtype, np.floating) else cost.astype(np.int64)
     if n and bool((cost <= 0).any()):
-        raise ValueError("every unit must cost at least one crossbar")
+        raise ValueError("every unit must cost more than zero (at least one crossbar)")
     chain_np = _np(chain)
     pos_np = _np(position)
     ratio = _np(gains).astype(np.float64) / cost.astype(np.float64)
@@ -192,12 +191,12 @@ def greedy_plan(
             return torch.from_numpy(selected).to(device)
         k = int(np.searchsorted(cum, budget, side="right"))
         selected[order[:k]] = True
-        left = budget - (int(cum[k - 1]) if k else 0)
+        left = budget - (cum[k - 1].item() if k else 0)
         rest = order[k:]
         rest = rest[cost[rest] <= left]
         if rest.size:
             next_pos = np.bincount(chain_np[selected], minlength=n_chains).tolist()
-            min_cost = int(cost[rest].min())
+            min_cost = cost[rest].min().item()
             for idx, c, ch, p in zip(
                 rest.tolist(), cost[rest].tolist(), chain_np[rest].tolist(), pos_np[rest].tolist(), strict=True
             ):
@@ -238,7 +237,7 @@ def sort_items(energy: torch.Tensor) -> SortedItems:
         empty = torch.zeros(flat.shape, dtype=torch.int64, device=flat.device)
         return SortedItems(shape, empty.to(torch.float64), empty)
     values, order = torch.sort(flat, dim=1, descending=True)
-    if values.device.type == "cpu" and values.dtype in _NUMPY_FLOATS:  # exact either way
+    if values.device.type == "cpu" and values.dtype in NUMPY_FLOATS:  # exact either way
         return SortedItems(shape, torch.from_numpy(values.numpy().astype(np.float64)), order)
     return SortedItems(shape, values.to(torch.float64), order)
 
@@ -266,7 +265,7 @@ def chunked_units(
     shape = items.shape
     length = shape[-1]
     n_chains = items.values.shape[0]
-    per_chain = _cdiv(length, chunk) if length else 0
+    per_chain = cdiv(length, chunk) if length else 0
     dev = items.values.device
     if n_chains == 0 or per_chain == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
@@ -281,7 +280,7 @@ def chunked_units(
     values, order = items.values, items.order
     pad = per_chain * chunk - length
     if pad:
-        values = _zero_pad(values, (0, pad))
+        values = zero_pad(values, (0, pad))
     gains = values.reshape(n_chains, per_chain, chunk).sum(2)
     gains = torch.cummin(gains, dim=1).values  # guard against rounding: never increasing
     chain_ids = torch.arange(n_chains, dtype=torch.int64, device=dev)
@@ -312,55 +311,41 @@ def chunked_units(
     )
 
 
-def _from_np(a: np.ndarray) -> torch.Tensor:
-    """``a`` as a contiguous, writable CPU tensor (copied only where needed).
-
-    The masks are expanded with numpy on CPU: torch's ``repeat_interleave`` and
-    ``contiguous`` on large boolean tensors wait for its thread pool, which on a
-    busy machine costs more than the work.
-    """
-    a = np.ascontiguousarray(a)
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
-
-
 def _check_matrix(matrix: torch.Tensor) -> torch.Tensor:
     if matrix.dim() != 3:
         raise ValueError(f"matrix must have shape (groups, rows, cols), got {tuple(matrix.shape)}")
     return matrix.detach()
 
 
-def _energy(matrix: torch.Tensor) -> torch.Tensor:
-    m = matrix.detach()
-    if not m.is_floating_point():
-        m = m.to(torch.float32)
-    return m * m
+def ranked(matrix: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """What a projection ranks: ``scores`` if given (checked against ``matrix``), else ``matrix``.
 
+    Args:
+        matrix: ``(g, M, N)`` weight matrices.
+        scores: ``(g, M, N)`` importance scores of the same shape, or None.
 
-def _zero_pad(t: torch.Tensor, after: tuple[int, ...]) -> torch.Tensor:
-    """``t`` with ``after[i]`` zeros appended to dimension ``i``: a new contiguous tensor.
-
-    Same as ``torch.nn.functional.pad``; on CPU the copy is made by numpy, which
-    does not wait for torch's thread pool (slow on a busy machine).
+    Raises:
+        ValueError: if either is not 3-D or the shapes differ.
     """
-    if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS:
-        out = np.zeros(tuple(s + a for s, a in zip(t.shape, after, strict=True)), dtype=_NUMPY_FLOATS[t.dtype])
-        out[tuple(slice(0, s) for s in t.shape)] = t.numpy()
-        return torch.from_numpy(out)
-    pads: list[int] = []
-    for a in reversed(after):
-        pads += [0, a]
-    return torch.nn.functional.pad(t, pads)
+    matrix = _check_matrix(matrix)
+    if scores is None:
+        return matrix
+    if scores.shape != matrix.shape:
+        raise ValueError(f"scores must have the weights' shape {tuple(matrix.shape)}, got {tuple(scores.shape)}")
+    return scores.detach()
 
 
-#: Torch float dtypes that :func:`_zero_pad` copies with numpy.
-_NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+def _check_budget(budget: int) -> int:
+    if isinstance(budget, bool) or int(budget) != budget or budget < 0:
+        raise ValueError(f"budget must be a non-negative integer of crossbars, got {budget!r}")
+    return int(budget)
 
 
 def _pad_to(t: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     g, m, n = t.shape
     pm, pn = (-m) % xbar.rows, (-n) % xbar.cols
     if pm or pn:
-        t = _zero_pad(t, (0, pm, pn))
+        t = zero_pad(t, (0, pm, pn))
     return t
 
 
@@ -371,6 +356,13 @@ def _padded(shape: tuple[int, int, int], xbar: Crossbar) -> int:
 
 class Pattern(ABC):
     """A sparsity pattern: a projection onto a crossbar budget.
+
+    Every method that ranks takes the weights and optional ``scores`` of the same
+    shape (as ``torch.nn.utils.prune`` takes ``importance_scores``): the units kept
+    are those of the largest summed squared score, by default the weights' own
+    energy. ``scores = w * s`` with a saliency factor ``s``
+    (:meth:`pimprune.pruning.saliency.Saliency.scores`) keeps the units of most
+    ``w^2 s^2``.
 
     Attributes:
         name: Registry name.
@@ -386,25 +378,26 @@ class Pattern(ABC):
     chain_is_output_group: ClassVar[bool] = False
 
     @abstractmethod
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:
-        """Decompose ``(g, M, N)`` matrices into crossbar-sized units."""
+    def units(self, matrix: torch.Tensor, xbar: Crossbar, scores: torch.Tensor | None = None) -> Units:
+        """Decompose ``(g, M, N)`` matrices into crossbar-sized units, gains from ``scores``."""
 
-    def project(self, matrix: torch.Tensor, xbar: Crossbar, budget: int) -> torch.Tensor:
-        """Mask ``(g, M, N)`` keeping the most energy within ``budget`` crossbars.
+    def project(
+        self, matrix: torch.Tensor, xbar: Crossbar, budget: int, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mask ``(g, M, N)`` keeping the most score energy within ``budget`` crossbars.
 
         Args:
             matrix: ``(g, M, N)`` weight matrices (any float dtype).
             xbar: Crossbar geometry.
             budget: Crossbars allowed (see :meth:`cost`), ``>= 0``.
+            scores: Importance of every weight, the shape of ``matrix`` (None: the weights).
 
         Returns:
             Boolean mask of the shape of ``matrix``.
         """
-        if isinstance(budget, bool) or int(budget) != budget or budget < 0:
-            raise ValueError(f"budget must be a non-negative integer of crossbars, got {budget!r}")
-        units = self.units(_check_matrix(matrix), xbar)
-        selected = greedy_select(units.gains, units.costs, units.chain, units.position, int(budget))
-        return units.mask(selected)
+        budget = _check_budget(budget)
+        units = self.units(matrix, xbar, scores)
+        return units.mask(greedy_select(units.gains, units.costs, units.chain, units.position, budget))
 
     def cost(self, mask: torch.Tensor, xbar: Crossbar) -> int:
         """Crossbars that the budget bounds for ``mask``: its count under :attr:`scheme`."""
@@ -414,18 +407,23 @@ class Pattern(ABC):
         return f"{type(self).__name__}()"
 
 
+#: ``expand(keep)`` of :class:`Units`: a boolean item tensor to the ``(g, M, N)`` mask.
+Expand = Callable[[torch.Tensor], torch.Tensor]
+
+
 class ChunkedPattern(Pattern):
     """A pattern whose units are chunks of sorted items (:func:`chunked_units`).
 
-    :meth:`units` is split in three steps so that :class:`UnitsCache` can reuse the
+    :meth:`units` is split in four steps so that :class:`UnitsCache` can reuse the
     item energies, sorted, across geometries that share what they depend on:
     :meth:`item_energy` (the items of every chain), :meth:`item_key` (the part of the
-    geometry those depend on) and :meth:`chunking` (chunk size, cost, expansion).
+    geometry those depend on), :meth:`chunk_cost` (chunk size and cost) and
+    :meth:`expand` (items back to the mask).
     """
 
     @abstractmethod
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
-        """``(*chains_shape, L)`` energy of every item, from the squared weights ``(g, M, N)``."""
+        """``(*chains_shape, L)`` energy of every item, from the squared scores ``(g, M, N)``."""
 
     @abstractmethod
     def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:
@@ -437,14 +435,21 @@ class ChunkedPattern(Pattern):
         """
 
     @abstractmethod
-    def chunking(
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        """``(chunk, cost, expand)`` of :func:`chunked_units` for matrices of ``shape``."""
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:
+        """``(items per unit, crossbars per unit)`` for matrices of ``shape``."""
 
-    def units(self, matrix: torch.Tensor, xbar: Crossbar) -> Units:  # noqa: D102
-        matrix = _check_matrix(matrix)
-        return chunked_units(self.item_energy(_energy(matrix), xbar), *self.chunking(matrix.shape, xbar))
+    @abstractmethod
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:
+        """The ``(g, M, N)`` boolean mask of a boolean item tensor (layout of :meth:`item_energy`)."""
+
+    def chunking(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int, Expand]:
+        """``(chunk, cost, expand)`` of :func:`chunked_units` for matrices of ``shape``."""
+        chunk, cost = self.chunk_cost(shape, xbar)
+        return chunk, cost, functools.partial(self.expand, shape=tuple(shape), xbar=xbar)
+
+    def units(self, matrix: torch.Tensor, xbar: Crossbar, scores: torch.Tensor | None = None) -> Units:  # noqa: D102
+        r = ranked(matrix, scores)
+        return chunked_units(self.item_energy(squares(r), xbar), *self.chunking(r.shape, xbar))
 
 
 #: Sorted items a :class:`UnitsCache` keeps, at most this many per weight of a layer
@@ -482,7 +487,7 @@ class UnitsCache:
         items = self._items.get(cache_key)
         if items is None:
             if key not in self._squares:
-                self._squares[key] = _energy(matrix)
+                self._squares[key] = squares(matrix)
             items = sort_items(p.item_energy(self._squares[key], xbar))
             if items.values.numel() <= _CACHE_ITEMS_PER_WEIGHT * matrix.numel():
                 self._items[cache_key] = items
@@ -515,25 +520,18 @@ class SubRowPattern(ChunkedPattern):
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         g, m, n = energy.shape
-        nb = _cdiv(n, xbar.cols)
+        nb = cdiv(n, xbar.cols)
         e = _pad_to(energy, xbar)[:, :m]  # pad columns only
         return e.reshape(g, m, nb, xbar.cols).sum(3).transpose(1, 2)  # (g, nb, M)
 
     def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
         return (xbar.cols, _padded(shape, xbar))
 
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        n = shape[2]
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
+        return xbar.rows, 1
 
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            if keep.device.type == "cpu":
-                return _from_np(np.repeat(keep.numpy().transpose(0, 2, 1), xbar.cols, axis=2)[:, :, :n])
-            out = keep.transpose(1, 2).repeat_interleave(xbar.cols, dim=2)
-            return out[:, :, :n].contiguous()
-
-        return xbar.rows, 1, expand
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return contiguous(repeat(keep.transpose(1, 2), xbar.cols, 2)[:, :, : shape[2]])
 
 
 @PATTERNS.register("subcolumn")
@@ -548,28 +546,47 @@ class SubColumnPattern(ChunkedPattern):
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         g, m, n = energy.shape
-        nr = _cdiv(m, xbar.rows)
+        nr = cdiv(m, xbar.rows)
         e = _pad_to(energy, xbar)[:, :, :n]
         return e.reshape(g, nr, xbar.rows, n).sum(2)  # (g, nr, N)
 
     def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
         return (xbar.rows, _padded(shape, xbar))
 
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        m = shape[1]
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
+        return xbar.cols, 1
 
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            if keep.device.type == "cpu":
-                return _from_np(np.repeat(keep.numpy(), xbar.rows, axis=1)[:, :m])
-            return keep.repeat_interleave(xbar.rows, dim=1)[:, :m].contiguous()
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return contiguous(repeat(keep, xbar.rows, 1)[:, : shape[1]])
 
-        return xbar.cols, 1, expand
+
+class _WholeLinePattern(ChunkedPattern):
+    """Whole matrix lines (rows or columns) of each group: one chain per group.
+
+    Attributes:
+        line_dim: 1 for rows (items ``(g, M)``), 2 for columns (items ``(g, N)``).
+    """
+
+    line_dim: ClassVar[int]
+
+    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return energy.sum(3 - self.line_dim)
+
+    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
+        return ()
+
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
+        # R rows cost the column blocks they cross; C columns the row blocks
+        if self.line_dim == 1:
+            return xbar.rows, cdiv(shape[2], xbar.cols)
+        return xbar.cols, cdiv(shape[1], xbar.rows)
+
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return broadcast(keep.unsqueeze(3 - self.line_dim), shape)
 
 
 @PATTERNS.register("row")
-class RowPattern(ChunkedPattern):
+class RowPattern(_WholeLinePattern):
     """Whole matrix rows (shape-wise), ``R`` per crossbar row block, each costing ``ceil(N/C)``.
 
     Items ``(g, M)``; chains: one per group.
@@ -578,28 +595,11 @@ class RowPattern(ChunkedPattern):
     name = "row"
     scheme = "row"
     chain_is_output_group = True
-
-    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
-        return energy.sum(2)  # (g, M)
-
-    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
-        return ()
-
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        g, m, n = shape
-
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            if keep.device.type == "cpu":
-                return _from_np(np.broadcast_to(keep.numpy()[:, :, None], (g, m, n)))
-            return keep[:, :, None].expand(g, m, n).contiguous()
-
-        return xbar.rows, _cdiv(n, xbar.cols), expand
+    line_dim = 1
 
 
 @PATTERNS.register("filter")
-class FilterPattern(ChunkedPattern):
+class FilterPattern(_WholeLinePattern):
     """Whole output columns of one layer, ``C`` per column block, each chunk costing ``ceil(M/R)``.
 
     Rows are left as they are; the network-level filter baseline that also
@@ -609,24 +609,7 @@ class FilterPattern(ChunkedPattern):
 
     name = "filter"
     scheme = "filter"
-
-    def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
-        return energy.sum(1)  # (g, N)
-
-    def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
-        return ()
-
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        g, m, n = shape
-
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            if keep.device.type == "cpu":
-                return _from_np(np.broadcast_to(keep.numpy()[:, None, :], (g, m, n)))
-            return keep[:, None, :].expand(g, m, n).contiguous()
-
-        return xbar.cols, _cdiv(m, xbar.rows), expand
+    line_dim = 2
 
 
 @PATTERNS.register("crossbar")
@@ -645,19 +628,12 @@ class CrossbarPattern(ChunkedPattern):
     def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
         return (xbar.rows, xbar.cols)
 
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        m, n = shape[1], shape[2]
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
+        return 1, 1
 
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            if keep.device.type == "cpu":
-                out_np = np.repeat(np.repeat(keep.numpy()[..., 0], xbar.rows, 1), xbar.cols, 2)
-                return _from_np(out_np[:, :m, :n])
-            out = keep[..., 0].repeat_interleave(xbar.rows, 1).repeat_interleave(xbar.cols, 2)
-            return out[:, :m, :n].contiguous()
-
-        return 1, 1, expand
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        tiles = repeat(repeat(keep[..., 0], xbar.rows, 1), xbar.cols, 2)
+        return contiguous(tiles[:, : shape[1], : shape[2]])
 
 
 @PATTERNS.register("unstructured")
@@ -679,29 +655,28 @@ class UnstructuredPattern(ChunkedPattern):
     def item_key(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, ...]:  # noqa: D102
         return ()
 
-    def chunking(  # noqa: D102
-        self, shape: tuple[int, int, int], xbar: Crossbar
-    ) -> tuple[int, int | torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        def expand(keep: torch.Tensor) -> torch.Tensor:
-            return keep.reshape(shape)
+    def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
+        return xbar.cells, 1
 
-        return xbar.cells, 1, expand
+    def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
+        return keep.reshape(shape)
 
-    def project(self, matrix: torch.Tensor, xbar: Crossbar, budget: int) -> torch.Tensor:
-        """Keep the ``budget*R*C`` largest-magnitude weights.
+    def project(
+        self, matrix: torch.Tensor, xbar: Crossbar, budget: int, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Keep the ``budget*R*C`` weights of largest score magnitude.
 
         Same result as the greedy over :meth:`units` (its first ``budget`` chunks),
         computed with ``topk`` instead of a full sort.
         """
-        if isinstance(budget, bool) or int(budget) != budget or budget < 0:
-            raise ValueError(f"budget must be a non-negative integer of crossbars, got {budget!r}")
-        m = _check_matrix(matrix)
-        flat = _energy(m).reshape(-1)
-        k = min(int(budget) * xbar.cells, flat.numel())
+        budget = _check_budget(budget)
+        r = ranked(matrix, scores)
+        flat = squares(r).reshape(-1)
+        k = min(budget * xbar.cells, flat.numel())
         keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
         if k:
             keep[torch.topk(flat, k, sorted=False).indices] = True
-        return keep.reshape(m.shape)
+        return keep.reshape(r.shape)
 
     def cost(self, mask: torch.Tensor, xbar: Crossbar) -> int:
         """The packing bound ``ceil(nnz/(R*C))`` (what an unstructured budget bounds)."""

@@ -4,8 +4,9 @@ Every pattern (:mod:`pimprune.pruning.patterns`) keeps, within its crossbar budg
 units of largest summed *energy*: the sum of squares of what it is given. By
 default that is the weight itself (``magnitude``: energy ``w^2``). A saliency
 here gives, per prunable weight tensor, a non-negative factor ``s`` of the
-weight's shape (or broadcastable to it); the projection is then run on ``w * s``
-(energy ``w^2 s^2``) and the mask it returns is applied to ``w``. Patterns,
+weight's shape (or broadcastable to it); the projection then ranks the
+*scores* ``w * s`` (:meth:`Saliency.scores`, energy ``w^2 s^2``) and the mask
+it returns is applied to ``w``. Patterns,
 budgets and the counting rules do not change: only which units look important.
 
 ``magnitude``
@@ -49,7 +50,7 @@ import torch
 from torch import nn
 
 from pimprune.errors import ConfigError
-from pimprune.pruning.masking import effective_parameter, masked_parameter
+from pimprune.pruning.masking import effective_parameter, raw_parameter
 from pimprune.registry import Registry
 
 #: Saliency name -> class.
@@ -88,13 +89,21 @@ class Saliency(ABC):
         """
 
     @staticmethod
+    def scores(weights: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Importance scores ``w * s`` of every weight with a factor (the projector's ``scores``).
+
+        A weight without a factor has no score: the projector ranks it by itself.
+        """
+        return {
+            name: weights[name] * s.to(weights[name].device, weights[name].dtype)
+            for name, s in factors.items()
+            if name in weights
+        }
+
+    @staticmethod
     def scaled(weights: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``w * s`` for every weight with a factor; others unchanged."""
-        out = dict(weights)
-        for name, s in factors.items():
-            if name in out:
-                out[name] = out[name] * s.to(out[name].device, out[name].dtype)
-        return out
+        """``w * s`` for every weight with a factor; others unchanged (weights and scores in one)."""
+        return {**weights, **Saliency.scores(weights, factors)}
 
 
 @SALIENCIES.register("magnitude")
@@ -205,7 +214,7 @@ class FisherSaliency(Saliency):
     comparable_across_layers = True
 
     def factors(self, model, params, batches, device):  # noqa: D102
-        tensors = [masked_parameter(model, p) for p in params]
+        tensors = [raw_parameter(model, p) for p in params]
         acc = [torch.zeros_like(t, dtype=torch.float64) for t in tensors]
         was_training = model.training
         model.eval()  # batch-norm statistics untouched

@@ -60,15 +60,26 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     Raises:
         ConfigError: if matplotlib is not installed.
     """
-    from pimprune.training.checkpoint import atomic_write, ensure_dir
+    from pimprune.training.checkpoint import ensure_dir
 
     plt = _pyplot()
     out = ensure_dir(out_dir)
     rows = list(result["results"])
     best = result.get("sweet_spot", {}).get("energy")
     title = f"{result.get('model', '')}: {result.get('pattern', '')} ({result.get('mode', '')})"
+    return [_plot_energy(plt, rows, best, title, out / ENERGY_PLOT), _plot_breakdown(plt, rows, best, title, out)]
 
-    # 1. energy and crossbars vs cells, per aspect ratio ---------------------------------
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    from pimprune.training.checkpoint import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
+    plt.close(fig)
+    return path
+
+
+def _plot_energy(plt: Any, rows: list[Mapping[str, Any]], best: str | None, title: str, path: Path) -> Path:
+    """Energy and crossbars vs cells, one line per aspect ratio; the sweet spot starred."""
     by_aspect: dict[Fraction, list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
         by_aspect[Fraction(int(r["rows"]), int(r["cols"]))].append(r)
@@ -99,11 +110,11 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     ax_e.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    energy_path = out / ENERGY_PLOT
-    atomic_write(energy_path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
-    plt.close(fig)
+    return _save(plt, fig, path)
 
-    # 2. energy breakdown, stacked bars per geometry ---------------------------------------
+
+def _plot_breakdown(plt: Any, rows: list[Mapping[str, Any]], best: str | None, title: str, out: Path) -> Path:
+    """Energy breakdown, stacked bars per geometry."""
     components = list(rows[0]["energy_breakdown"]) if rows else []
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(rows) + 2), 4.8))
     labels = [r["crossbar"] for r in rows]
@@ -121,7 +132,4 @@ def plot_sweep(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     ax.tick_params(axis="x", rotation=60)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    breakdown_path = out / BREAKDOWN_PLOT
-    atomic_write(breakdown_path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
-    plt.close(fig)
-    return [energy_path, breakdown_path]
+    return _save(plt, fig, out / BREAKDOWN_PLOT)

@@ -15,11 +15,11 @@ a pruned model, the pattern and crossbar it was pruned for.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -191,18 +191,26 @@ def load_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}; check the path") from None
 
 
-def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state_dict with any parametrization (masks) baked into plain weights."""
-    from torch.nn.utils import parametrize
+#: A state_dict key of a parametrization: ``<module>.parametrizations.<attr>.<rest>``.
+_PARAMETRIZED_KEY = re.compile(r"^(?:(?P<module>.*)\.)?parametrizations\.(?P<attr>[^.]+)\.(?P<rest>.+)$")
 
-    if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return {k: v.detach().clone() for k, v in clone.state_dict().items()}
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict with any parametrization (masks) baked into plain weights.
+
+    The same keys, in the same order, as the state_dict of the model after
+    :func:`pimprune.pruning.masking.remove_masks`; the model itself is left as it is.
+    """
+    modules = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        match = _PARAMETRIZED_KEY.match(key)
+        if match is None:
+            out[key] = value.detach().clone()
+        elif match["rest"] == "original":
+            module, attr = match["module"] or "", match["attr"]
+            out[f"{module}.{attr}" if module else attr] = getattr(modules[module], attr).detach().clone()
+    return out
 
 
 def save_model(model: nn.Module, spec: Any, folder: str | os.PathLike, meta: dict | None = None) -> Path:
@@ -257,3 +265,94 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     load_state_dict_checked(model, state)
     model.eval()
     return model, meta
+
+
+def looks_like_checkpoint(source: str) -> bool:
+    """Whether a model argument names a checkpoint (else a model name).
+
+    A checkpoint is anything that exists on disk, ends in ``.pt`` or ``.pth``, or
+    holds a path separator; so a missing ``foo.pth`` is a missing checkpoint (an
+    error that says so), not an unknown model name.
+    """
+    path = Path(source)
+    return path.suffix in {".pt", ".pth"} or os.sep in source or "/" in source or path.exists()
+
+
+# --------------------------------------------------------------------------- a run's output folder
+
+#: The resumable state of a run, in its output folder.
+CHECKPOINT = "checkpoint.pt"
+#: The result of a finished run, in its output folder.
+RESULT = "result.json"
+
+#: What an output folder holds at the start of a run.
+FRESH, RESUME, FINISHED = "fresh", "resume", "finished"
+
+
+def classify_output(out: Path, resume: bool) -> str:
+    """Classify a run's output folder ``out`` (without writing anything) or raise :class:`OutputError`.
+
+    Returns:
+        ``fresh`` (start a new run), ``resume`` (a checkpoint to continue) or
+        ``finished`` (``resume`` on a finished run: nothing to do).
+    """
+    if not str(out).strip():
+        raise OutputError("the output folder is empty; pass --out FOLDER")
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out else f"cannot be created: {parent} is a file"
+                raise OutputError(f"--out {out} {what}; choose a folder")
+            break
+    has_ckpt = (out / CHECKPOINT).exists()
+    has_result = (out / RESULT).exists()
+    if not resume:
+        if has_result:
+            raise OutputError(f"{out} already holds a finished run ({RESULT}); choose another --out")
+        if has_ckpt:
+            raise OutputError(
+                f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out"
+            )
+        return FRESH
+    return FINISHED if has_result else RESUME if has_ckpt else FRESH
+
+
+def open_output(out: Path) -> None:
+    """Create ``out`` and clear temporary files a killed write left there (rank 0)."""
+    ensure_dir(out)
+    remove_stale_temps(out)
+
+
+def cpu_clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of a dict of tensors (for checkpoints)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def rng_state() -> dict:
+    """Torch's CPU (and initialised CUDA) random state, for checkpoints."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict | None) -> None:
+    """Restore :func:`rng_state` (nothing for None or an empty dict)."""
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def first_difference(saved: Any, now: Any, prefix: str = "") -> str | None:
+    """The first setting (dotted path) where two identity dicts differ, or None."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in sorted(set(saved) | set(now)):
+            diff = first_difference(saved.get(key), now.get(key), f"{prefix}{key}.")
+            if diff is not None:
+                return diff
+        return None
+    if saved != now:
+        return f"{prefix[:-1]} (was {saved!r}, now {now!r})"
+    return None

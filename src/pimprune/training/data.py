@@ -1049,7 +1049,23 @@ DATASETS.add(
 
 @dataclass(frozen=True)
 class LoaderOptions:
-    """Batching options of :func:`make_loaders` (see there)."""
+    """Batching options of :func:`load_loaders` (and the keywords of :func:`make_loaders`).
+
+    Attributes:
+        batch_size: Samples per batch on each rank.
+        augment: Random crops (and flips where valid) for training.
+        seed: Seed of order and augmentation.
+        device: Where batches are produced (small datasets live there entirely).
+        rank: This process's DDP rank.
+        world_size: Number of DDP processes.
+        limit_train: Keep at most this many training samples.
+        limit_test: Keep at most this many test samples.
+        test_batch_size: Batch size of the test loader (default ``batch_size``).
+        num_workers: Worker processes of on-disk datasets (default: up to 8).
+        validation: Training images held out for validation (:func:`validation_split`); they are
+            left out of the training loader, before ``limit_train`` applies, and
+            :func:`make_validation_loader` serves them.
+    """
 
     batch_size: int
     augment: bool = True
@@ -1062,6 +1078,15 @@ class LoaderOptions:
     test_batch_size: int | None = None
     num_workers: int | None = None
     validation: int = 0
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a bad batch size, rank or limit."""
+        _check_batch_size(self.batch_size)
+        if self.test_batch_size is not None:
+            _check_batch_size(self.test_batch_size)
+        _check_distributed(self.rank, self.world_size)
+        _check_limit("limit_train", self.limit_train)
+        _check_limit("limit_test", self.limit_test)
 
 
 #: Seed of the permutation that carves the validation split out of the training images. Fixed (not the
@@ -1090,9 +1115,10 @@ def dataset_names() -> list[str]:
     return DATASETS.names()
 
 
-def _request(
-    data_dir: str | Path | None, download: bool, synthetic: SyntheticSpec | None
+def data_request(
+    data_dir: str | Path | None = None, download: bool = False, synthetic: SyntheticSpec | None = None
 ) -> DataRequest:
+    """Where a dataset's files are: ``data_dir`` (None: its search order), download allowed or not."""
     return DataRequest(
         data_dir=None if data_dir is None else Path(data_dir),
         download=download,
@@ -1113,7 +1139,7 @@ def dataset_info(
         UnknownNameError: for an unregistered name.
         DataError: if the dataset cannot be found or read.
     """
-    return DATASETS.get(name).info(_request(data_dir, download, synthetic))
+    return DATASETS.get(name).info(data_request(data_dir, download, synthetic))
 
 
 def load_data(
@@ -1145,7 +1171,7 @@ def load_data(
     definition = DATASETS.get(name)
     if definition.load is None:
         raise ConfigError(f"dataset {name!r} is streamed from disk; use make_loaders() for it")
-    return definition.load(split, _request(data_dir, download, synthetic))
+    return definition.load(split, data_request(data_dir, download, synthetic))
 
 
 def _check_limit(what: str, limit: int | None) -> None:
@@ -1171,9 +1197,25 @@ def make_loaders(
     num_workers: int | None = None,
     validation: int = 0,
 ) -> tuple[BatchLoader, BatchLoader, DatasetInfo]:
+    """:func:`load_loaders` with its options as keywords (:class:`LoaderOptions` has their meaning).
+
+    ``name`` is the dataset (:data:`DATASETS`); ``data_dir`` the folder of its files
+    (default: the dataset's search order), ``download`` allows torchvision to
+    download a missing dataset and ``synthetic`` shapes the ``synthetic`` one.
+    """
+    opts = LoaderOptions(
+        batch_size, augment, seed, device, rank, world_size, limit_train, limit_test, test_batch_size, num_workers,
+        validation,
+    )  # fmt: skip
+    return load_loaders(name, opts, data_request(data_dir, download, synthetic))
+
+
+def load_loaders(
+    name: str, opts: LoaderOptions, req: DataRequest | None = None
+) -> tuple[BatchLoader, BatchLoader, DatasetInfo]:
     """Training and test loaders of a dataset, split between DDP ranks.
 
-    The training loader shuffles, augments (if ``augment``) and drops each
+    The training loader shuffles, augments (if ``opts.augment``) and drops each
     rank's last incomplete batch (unless that would leave none); the test
     loader keeps the file order and every sample. ``limit_train`` /
     ``limit_test`` keep that many evenly spaced samples (balanced for
@@ -1181,89 +1223,58 @@ def make_loaders(
 
     Args:
         name: Dataset name (:data:`DATASETS`).
-        batch_size: Samples per batch on each rank.
-        data_dir: Folder of the files (default: the dataset's search order).
-        augment: Random crops (and flips where valid) for training.
-        seed: Seed of order and augmentation.
-        device: Where batches are produced (small datasets live there entirely).
-        rank: This process's DDP rank.
-        world_size: Number of DDP processes.
-        limit_train: Keep at most this many training samples.
-        limit_test: Keep at most this many test samples.
-        download: Allow torchvision to download a missing dataset.
-        synthetic: Shape of the ``synthetic`` dataset.
-        test_batch_size: Batch size of the test loader (default ``batch_size``).
-        num_workers: Worker processes of on-disk datasets (default: up to 8).
-        validation: Training images held out for validation (:func:`validation_split`); they are
-            left out of the training loader, before ``limit_train`` applies, and
-            :func:`make_validation_loader` serves them.
+        opts: Batching, limits, ranks and the validation split.
+        req: Where the files are (default: the dataset's search order, no download).
 
     Returns:
         ``(train_loader, test_loader, info)``; ``info`` gives the sizes after limits.
     """
-    _check_batch_size(batch_size)
-    if test_batch_size is not None:
-        _check_batch_size(test_batch_size)
-    _check_distributed(rank, world_size)
-    _check_limit("limit_train", limit_train)
-    _check_limit("limit_test", limit_test)
+    opts.check()
     definition = DATASETS.get(name)
-    req = _request(data_dir, download, synthetic)
-    opts = LoaderOptions(
-        batch_size,
-        augment,
-        seed,
-        device,
-        rank,
-        world_size,
-        limit_train,
-        limit_test,
-        test_batch_size,
-        num_workers,
-        validation,
-    )
+    req = req or data_request()
     if definition.load is None:
         assert definition.make_loaders is not None
-        if validation:
+        if opts.validation:
             raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
         return definition.make_loaders(req, opts)
     splits = {}
-    for split, limit in (("train", limit_train), ("test", limit_test)):
+    for split, limit in (("train", opts.limit_train), ("test", opts.limit_test)):
         images, labels = definition.load(split, req)
-        if split == "train" and validation:
-            rest = validation_split(len(labels), validation)[0]
+        if split == "train" and opts.validation:
+            rest = validation_split(len(labels), opts.validation)[0]
             images, labels = images[rest], labels[rest]
         keep = _evenly_spaced(len(labels), limit)
         if keep is not None:
             images, labels = images[keep], labels[keep]
         splits[split] = (images, labels)
+    return _tensor_loaders(definition, req, opts, splits)
+
+
+def _tensor_loaders(
+    definition: Any, req: DataRequest, opts: LoaderOptions, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[BatchLoader, BatchLoader, DatasetInfo]:
+    """In-memory loaders of the (held-out and limited) train and test tensors."""
     train_images, train_labels = splits["train"]
     test_images, test_labels = splits["test"]
     num_classes = definition.num_classes or definition.info(req).num_classes
-    common = dict(
-        mean=definition.mean,
-        std=definition.std,
-        seed=seed,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-    )
-    per_rank = math.ceil(len(train_labels) / world_size)
+    where = {key: getattr(opts, key) for key in ("seed", "device", "rank", "world_size")}
+    common = dict(mean=definition.mean, std=definition.std, **where)
+    per_rank = math.ceil(len(train_labels) / opts.world_size)
     train_loader = TensorLoader(
         train_images,
         train_labels,
-        batch_size,
+        opts.batch_size,
         shuffle=True,
-        augment=augment,
+        augment=opts.augment,
         crop_padding=definition.crop_padding,
         hflip=definition.hflip,
-        drop_last=per_rank >= batch_size,
+        drop_last=per_rank >= opts.batch_size,
         **common,
     )
     test_loader = TensorLoader(
         test_images,
         test_labels,
-        test_batch_size or batch_size,
+        opts.test_batch_size or opts.batch_size,
         shuffle=False,
         augment=False,
         drop_last=False,
@@ -1298,7 +1309,7 @@ def make_validation_loader(
     definition = DATASETS.get(name)
     if definition.load is None:
         raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
-    images, labels = definition.load("train", _request(data_dir, False, synthetic))
+    images, labels = definition.load("train", data_request(data_dir, False, synthetic))
     held = validation_split(len(labels), validation)[1]
     return TensorLoader(
         images[held], labels[held], batch_size, shuffle=False, augment=False, drop_last=False,

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pimprune.errors import ConfigError, TrainingError
+from pimprune.training.runtime import is_main_rank
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (or without torch.distributed)."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _distributed() -> bool:
@@ -324,8 +320,33 @@ def evaluate(
 
 def _progress(loader: Iterable, desc: str) -> tqdm:
     """A progress bar over ``loader`` on rank 0 (none with ``PIMPRUNE_QUIET=1``)."""
-    return tqdm(loader, desc=desc, leave=False, disable=not is_main_process() or _quiet(), dynamic_ncols=True)
+    return tqdm(loader, desc=desc, leave=False, disable=not is_main_rank() or _quiet(), dynamic_ncols=True)
 
 
 def _quiet() -> bool:
     return os.environ.get("PIMPRUNE_QUIET") == "1"
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int, device: torch.device) -> None:
+    """Re-estimate batch-norm running statistics on up to ``batches`` training batches.
+
+    The statistics are reset and averaged over the batches (cumulative average);
+    weights are not touched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x.to(device, non_blocking=True))
+    for m, mom in zip(norms, saved, strict=True):
+        m.momentum = mom
+    model.train(was_training)

@@ -92,14 +92,6 @@ class Runtime:
             raise err
         return value
 
-    def all_true(self, flag: bool) -> bool:
-        """True when ``flag`` is true on every rank."""
-        if not self.distributed:
-            return flag
-        t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=self.device)
-        dist.all_reduce(t)
-        return int(t.item()) == 0
-
     def sync_module(self, module: torch.nn.Module) -> None:
         """Copy rank 0's parameters and buffers (e.g. BatchNorm statistics) to every rank."""
         if not self.distributed:

@@ -1,0 +1,110 @@
+"""Small numeric helpers shared by every part of the package.
+
+One definition each of what used to be copied around: ceiling division,
+weight energy (sum of squares), ratio rounding for result files, the check of a
+target compression, and the tensor operations that run in numpy on CPU
+(torch's ``repeat_interleave``, ``contiguous`` and ``pad`` on large tensors wait
+for its thread pool, which on a busy machine costs more than the work).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from pimprune.errors import ConfigError
+
+N = TypeVar("N", int, torch.Tensor, np.ndarray)
+
+#: Torch float dtypes that are copied and padded with numpy on CPU.
+NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def cdiv(a: N, b: int) -> N:
+    """``ceil(a / b)`` for non-negative integers (ints, integer tensors or arrays)."""
+    return -(-a // b)
+
+
+def squares(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``t**2`` (detached; integer and bool tensors are squared as float32)."""
+    t = t.detach()
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t * t
+
+
+def energy(t: torch.Tensor) -> float:
+    """Sum of squares of ``t`` in float64."""
+    m = t.detach().to(torch.float64)
+    return float((m * m).sum())
+
+
+def json_ratio(x: float, digits: int = 4) -> float | None:
+    """A ratio for JSON: ``None`` for infinity, else rounded to ``digits`` decimals."""
+    return None if math.isinf(x) else round(x, digits)
+
+
+def check_target_compression(value: object, what: str = "target compression") -> float:
+    """``value`` as a float if it is a finite number ``>= 1`` (dense / pruned crossbars).
+
+    Raises:
+        ConfigError: for anything else (bools, strings, NaN, infinity, numbers below 1).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 1
+    ):
+        raise ConfigError(f"{what} must be a finite number >= 1 (dense / pruned crossbars), got {value!r}")
+    return float(value)
+
+
+def budget_of(total: float, target: float) -> int:
+    """``floor(total / target)``, forgiving the last bit of rounding (a crossbar budget)."""
+    return int(math.floor(total / target * (1 + 1e-12)))
+
+
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a contiguous, writable CPU tensor (copied only where needed)."""
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def repeat(t: torch.Tensor, repeats: int, dim: int) -> torch.Tensor:
+    """``t.repeat_interleave(repeats, dim)``, computed by numpy on CPU (a contiguous tensor)."""
+    if t.device.type == "cpu":
+        return from_numpy(np.repeat(t.numpy(), repeats, axis=dim))
+    return t.repeat_interleave(repeats, dim=dim)
+
+
+def broadcast(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``t.expand(shape)`` as a new contiguous tensor (numpy on CPU)."""
+    if t.device.type == "cpu":
+        return from_numpy(np.broadcast_to(t.numpy(), shape))
+    return t.expand(shape).contiguous()
+
+
+def contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t.contiguous()`` (a numpy copy on CPU)."""
+    if t.device.type == "cpu":
+        return from_numpy(t.numpy())
+    return t.contiguous()
+
+
+def zero_pad(t: torch.Tensor, after: tuple[int, ...]) -> torch.Tensor:
+    """``t`` with ``after[i]`` zeros appended to dimension ``i``: a new contiguous tensor.
+
+    Same as ``torch.nn.functional.pad``; on CPU the copy is made by numpy.
+    """
+    if t.device.type == "cpu" and t.dtype in NUMPY_FLOATS:
+        out = np.zeros(tuple(s + a for s, a in zip(t.shape, after, strict=True)), dtype=NUMPY_FLOATS[t.dtype])
+        out[tuple(slice(0, s) for s in t.shape)] = t.numpy()
+        return torch.from_numpy(out)
+    pads: list[int] = []
+    for a in reversed(after):
+        pads += [0, a]
+    return torch.nn.functional.pad(t, pads)
