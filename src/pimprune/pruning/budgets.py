@@ -720,6 +720,15 @@ def _filter_global(strategy: _FilterStrategy, importance: list[torch.Tensor]) ->
 NETWORK_STRATEGIES: Registry = Registry("network-level pattern")
 NETWORK_STRATEGIES.add("filter", _FilterStrategy)
 
+
+def _channel_subrow(proj: Projector, model: nn.Module, example_input: torch.Tensor) -> _Strategy:
+    from pimprune.pruning.channel_blocks import ChannelSubrowStrategy
+
+    return ChannelSubrowStrategy(proj, model, example_input)
+
+
+NETWORK_STRATEGIES.add("subrow-channel", _channel_subrow)
+
 #: Allocation name -> search for the filter pattern.
 FILTER_ALLOCATIONS: Registry = Registry("filter allocation")
 FILTER_ALLOCATIONS.add("uniform", _filter_uniform)

@@ -534,6 +534,18 @@ class SubRowPattern(ChunkedPattern):
         return contiguous(repeat(keep.transpose(1, 2), xbar.cols, 2)[:, :, : shape[2]])
 
 
+@PATTERNS.register("subrow-channel")
+class SubRowChannelPattern(SubRowPattern):
+    """Sub-rows, where a whole column block of an uncoupled layer may go as output channels.
+
+    Units and counting are those of ``subrow``; the network-level projection
+    (:mod:`pimprune.pruning.channel_blocks`) decides which column blocks go and removes
+    their channels and the consumer rows that read them.
+    """
+
+    name = "subrow-channel"
+
+
 @PATTERNS.register("subcolumn")
 class SubColumnPattern(ChunkedPattern):
     """Sub-columns (column segments inside one ``R``-row block), ``C`` per crossbar.

@@ -1,0 +1,190 @@
+"""``subrow-channel``: PIM-Prune's sub-rows, where a whole column block may go as output channels.
+
+With per-layer mapping every column block that keeps any output costs at least
+one crossbar: on ResNet18 at 32x32 that floor alone is about 16x, and at 16x a
+sub-row allocation has no freedom left. This pattern lifts the floor in the
+paper's own metric. A column block of a layer whose output channels are tied to
+nothing else (one producer in its dependency group, e.g. the first conv of a
+residual block) may be dropped whole: its output channels are removed as in
+dependency-aware ``filter`` pruning (the columns, the bias, the batch-norm weight
+and bias, so the channels are exactly zero) and the rows of every consumer that
+read them go too. The remaining weights follow the ``subrow`` pattern and are
+counted under the ``subrow`` scheme, where an all-zero column block costs nothing
+and the consumers' dropped rows are not stacked.
+
+The global allocation decides which blocks go. Every output group of every layer
+keeps one sub-row chunk ahead of everything else (the ``keep_every_layer`` guard),
+except that in a layer with removable blocks only the best block is guarded: the
+others compete with every other chunk, and a removable block whose chunks all lose
+is removed. A second ranking, with the removed channels and their consumer rows
+taken out, spends what the removal freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pimprune.errors import ConfigError
+from pimprune.geometry import Crossbar
+from pimprune.mapping.matrices import LayerMatrix
+from pimprune.numeric import cdiv
+from pimprune.pruning.dependency import FilterGraph, own_parameters
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ChannelBlock:
+    """One removable column block: ``C`` output channels of one layer, coupled to nothing else.
+
+    Attributes:
+        layer: The producing layer.
+        block: Column block index (chain id of the layer's sub-row units).
+        group: Index of the dependency group in :attr:`FilterGraph.groups`.
+        channels: ``(K,)`` group channels the block holds.
+    """
+
+    layer: str
+    block: int
+    group: int
+    channels: torch.Tensor
+
+
+def removable_blocks(graph: FilterGraph, layers: list[LayerMatrix], xbar: Crossbar) -> list[ChannelBlock]:
+    """Column blocks of ``layers`` that can go as channels (single-producer groups, ungrouped layers)."""
+    by_name = {lay.name: lay for lay in layers}
+    blocks = []
+    for gi, group in enumerate(graph.groups):
+        if len(group.producers) != 1 or group.producers[0] not in by_name:
+            continue
+        lay = by_name[group.producers[0]]
+        if lay.groups != 1:
+            continue
+        out = next((s for s in group.slices if s.param == f"{lay.name}.weight" and s.dim == 0), None)
+        if out is None:
+            continue
+        to_group = dict(zip(out.index.tolist(), out.root.tolist(), strict=True))
+        for b in range(cdiv(lay.cols, xbar.cols)):
+            cols = range(b * xbar.cols, min(lay.cols, (b + 1) * xbar.cols))
+            if all(c in to_group for c in cols):
+                blocks.append(ChannelBlock(lay.name, b, gi, torch.tensor([to_group[c] for c in cols])))
+    return blocks
+
+
+class ChannelSubrowStrategy:
+    """The ``subrow-channel`` projection of one :class:`pimprune.pruning.budgets.Projector`.
+
+    Args:
+        proj: The projector (its plan gives the layers, kept-dense layers and budget).
+        model: The network (traced once for its channel groups).
+        example_input: An input batch for tracing.
+    """
+
+    def __init__(self, proj, model: nn.Module, example_input: torch.Tensor) -> None:
+        if proj.target.allocation != "global":
+            raise ConfigError(
+                f"allocation {proj.target.allocation!r} is not available for the subrow-channel pattern "
+                "(which column blocks go is a global choice); use --allocation global"
+            )
+        self.proj = proj
+        self.graph = FilterGraph(model, example_input, protect=proj.kept_dense)
+        self.blocks = removable_blocks(self.graph, list(proj.layers), proj.crossbar)
+        modules = dict(model.named_modules())
+        untouched = {f"{n}.{p}" for n in proj.kept_dense for p in own_parameters(modules[n])}
+        weights = [f"{lay.name}.weight" for lay in proj.layers]
+        coupled = {s.param for b in self.blocks for s in self.graph.groups[b.group].slices}
+        self.params = weights + [p for p in self.graph.params if p in coupled and p not in set(weights) | untouched]
+        self.removed_blocks: list[ChannelBlock] = []
+
+    def retarget(self) -> None:
+        """The projector's plan changed (nothing is cached here)."""
+
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """Masks of :attr:`params` and the crossbars of every prunable layer."""
+        from pimprune.pruning.budgets import _ranked
+
+        layers = {lay.name: lay for lay in self.proj.layers}
+        mats = {n: lay.matrix(_ranked(weights, scores, f"{n}.weight", lay.weight_shape)) for n, lay in layers.items()}
+        first = self._rank(mats, excluded=set())
+        gone = {b for b in self.blocks if not bool(first.get((b.layer, b.block), True))}
+        removed = self._decision(gone)
+        channel_masks = self.graph.masks(removed)
+        cleared = {n: m * layers[n].matrix(channel_masks.get(f"{n}.weight", _ones(layers[n]))).to(m.dtype)
+                   for n, m in mats.items()}
+        second = self._rank(cleared, excluded={(b.layer, b.block) for b in gone})
+        self.removed_blocks = sorted(gone, key=lambda b: (b.layer, b.block))
+        masks = {}
+        for n, lay in layers.items():
+            m = lay.to_weight(second["masks"][n])
+            masks[f"{n}.weight"] = m & channel_masks.get(f"{n}.weight", torch.ones_like(m)).to(m.device)
+        for p in self.params[len(layers):]:
+            masks[p] = channel_masks[p].to(weights[p].device) if p in weights else channel_masks[p]
+        counts = self.proj.layer_crossbars(masks)
+        return masks, {n: counts[n] for n in layers}
+
+    def _decision(self, gone: set[ChannelBlock]) -> list[torch.Tensor]:
+        removed = self.graph.nothing_removed()
+        for b in gone:
+            removed[b.group][b.channels] = True
+        return removed
+
+    def _rank(self, mats: Tensors, excluded: set[tuple[str, int]]) -> dict:
+        """Global sub-row ranking with the guard on every output group but removable ones.
+
+        Returns ``{"masks": layer masks, (layer, block): whether the block keeps any chunk}``.
+        """
+        from pimprune.pruning.budgets import energy, rank_units
+
+        p, x, plan = self.proj.pattern, self.proj.crossbar, self.proj.plan
+        units = {n: p.units(m, x) for n, m in mats.items()}
+        scale = {}
+        for n, m in mats.items():
+            e = energy(m) if self.proj.target.normalize_layers else 0.0
+            scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
+        ranking = rank_units(units, scale, unit_costs=plan.costs if plan.weighted else None)
+        removable = {(b.layer, b.block) for b in self.blocks}
+        self._guard(ranking, removable, excluded)
+        selected = ranking.select(plan.prunable_budget)
+        masks, _ = ranking.split(selected)
+        out: dict = {"masks": masks}
+        start = 0
+        for n, u in units.items():
+            sel = selected[start : start + len(u)]
+            for b in {blk for (lay, blk) in removable if lay == n}:
+                out[(n, b)] = bool(sel[u.chain == b].any())
+            start += len(u)
+        return out
+
+    def _guard(self, ranking, removable: set[tuple[str, int]], excluded: set[tuple[str, int]]) -> None:
+        """Boost the first chunk of every output group (of the best one only where blocks may go).
+
+        Chunks of ``excluded`` blocks get zero gain and a cost no budget fits, so they are never taken.
+        """
+        boost = float(ranking.gains.sum()) + 1.0
+        if ranking.costs.is_floating_point():
+            boost *= float(ranking.costs.max() / ranking.costs.min())
+        start = 0
+        for n, u in ranking.units.items():
+            g = ranking.gains[start : start + len(u)]
+            cost = ranking.costs[start : start + len(u)]
+            first = torch.nonzero(u.position == 0).flatten()
+            free = [int(i) for i in first if (n, int(u.chain[i])) in removable]
+            fixed = [int(i) for i in first if (n, int(u.chain[i])) not in removable]
+            if fixed:
+                g[fixed] += boost
+            elif free:  # every block may go: keep the best one, so the layer is never emptied
+                live = [i for i in free if (n, int(u.chain[i])) not in excluded] or free
+                g[max(live, key=lambda i: float(g[i]))] += boost
+            for blk in {b for (lay, b) in excluded if lay == n}:
+                hit = u.chain == blk
+                g[hit] = 0.0
+                cost[hit] = cost.new_tensor(int(1e12) if not cost.is_floating_point() else 1e12)
+            start += len(u)
+
+
+def _ones(lay: LayerMatrix) -> torch.Tensor:
+    return torch.ones(lay.weight_shape, dtype=torch.bool)
