@@ -2,8 +2,9 @@
 
 Every run starts from the shipped dense model (or ``--dense``), trains on ``--limit-train`` images with
 ``--validation`` training images held out (a fixed split), and gets the same number of epochs
-(``--epochs``, pruning + retraining). A run is named ``RECIPE@PATTERN@TARGET``, for example
-``ft@subrow@16`` or ``kd-rewind@crossbar@4``; ``control`` is the dense model given the same recipe with
+(``--epochs``, pruning + retraining). A run is named ``RECIPE@PATTERN@TARGET[@FIELD=VALUE...]``, for
+example ``ft@subrow@16``, ``kd-rewind@crossbar@4`` or ``kd@subrow@40@packing=network`` (extra
+:class:`pimprune.config.PruneConfig` string fields); ``control`` is the dense model given the same recipe with
 nothing pruned, and ``capacity@subrow@16`` is unstructured pruning (global magnitude, first conv and
 classifier dense) keeping as many weights as the finished ``<best recipe>@subrow@16`` run.
 
@@ -119,12 +120,15 @@ def run_one(args, name: str) -> dict:
         fields["saliency"] = "magnitude"
     else:
         fields = _fields(args, RECIPES[parts[0]], parts[1], float(parts[2]))
+        fields.update({k: v for k, v in (p.split("=", 1) for p in parts[3:])})  # e.g. packing=network
     return cached_prune(args, out / name, **fields)
 
 
 def _row(name: str, r: dict, ref: float) -> dict:
     return {
         "run": name, "pattern": r["pattern"], "target": r["target_compression"], "compression": r["compression"],
+        "network_compression": (r.get("network_packing") or {}).get("compression"),
+        "energy_nj": (r.get("hardware") or {}).get("energy_nj"),
         "crossbars": r["crossbars_pruned"], "val": r.get("accuracy_val"), "test": r["accuracy_pruned"],
         "loss_points": round(100 * (ref - r["accuracy_pruned"]), 2), "epochs": r["epochs"],
         "wall_time_s": r["wall_time_s"],
@@ -142,11 +146,12 @@ def table(args) -> dict:
     summary = {"reference_accuracy": ref, "dense_accuracy": dense, "control_accuracy": control,
                "epochs_per_run": args.epochs, "limit_train": args.limit_train, "validation": args.validation,
                "crossbar": args.crossbar, "rows": rows}
-    lines = ["| run | pattern | compression | crossbars | val acc | test acc | loss (pt) | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | pattern | compression (per layer) | crossbars | network packing | val acc | test acc | "
+             "loss (pt) | energy nJ | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["pattern"], r["compression"] or 0, r["run"])):
-        lines.append(f"| {r['run']} | {r['pattern']} | {r['compression']} | {r['crossbars']} | {r['val']} | "
-                     f"{r['test']} | {r['loss_points']} | {r['wall_time_s']} |")
+        lines.append(f"| {r['run']} | {r['pattern']} | {r['compression']} | {r['crossbars']} | "
+                     f"{r['network_compression'] or '-'} | {r['val']} | {r['test']} | {r['loss_points']} | "
+                     f"{r['energy_nj'] or '-'} | {r['wall_time_s']} |")
     (out / "headline.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "headline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

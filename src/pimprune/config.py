@@ -129,6 +129,13 @@ class PruneConfig:
         distill: Knowledge distillation from the dense model during the pruning and
             retraining epochs: weight of the distillation term in [0, 1] (0: off).
         distill_temperature: Distillation temperature.
+        packing: How the crossbar budget is counted: ``layer`` (the paper's per-layer
+            mapping) or ``network`` (crossbars shared across layers; ``subrow`` only).
+        objective: What the global allocation's budget counts: ``crossbars``, or the
+            hardware model's ``energy`` or ``edp`` per crossbar of each layer
+            (:mod:`pimprune.hardware.objective`); the target is then dense / pruned objective.
+        hardware: Hardware preset or YAML/JSON file for the ``energy``/``edp`` objective and
+            the energy figures of the result.
     """
 
     pattern: str = "subrow"
@@ -150,6 +157,9 @@ class PruneConfig:
     saliency_batches: int = 16
     distill: float = 0.0
     distill_temperature: float = 4.0
+    packing: str = "layer"
+    objective: str = "crossbars"
+    hardware: str = "isaac"
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)
@@ -167,6 +177,9 @@ class PruneConfig:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
         if not (math.isfinite(self.distill_temperature) and 0 < self.distill_temperature <= 100):
             raise ConfigError(f"distillation temperature must be in (0, 100], got {self.distill_temperature}")
+        from pimprune.hardware.objective import OBJECTIVES
+
+        OBJECTIVES.get(self.objective)
         for name in ("prune_lr", "retrain_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v <= 10):

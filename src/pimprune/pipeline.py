@@ -60,6 +60,7 @@ from pimprune.pruning.methods import (  # noqa: F401 - AUTO_METHOD_BY_EPOCHS, au
     method_choices,
     resolve_method,
 )
+from pimprune.pruning.patterns import get_pattern
 from pimprune.pruning.saliency import calibration_batches, get_saliency, resolve_saliency
 from pimprune.training.checkpoint import (  # noqa: F401 - CHECKPOINT, RESULT re-exported
     CHECKPOINT,
@@ -180,6 +181,7 @@ class _PruneChoice:
             budgets_file=prune.budgets_file,
             keep_dense=tuple(prune.keep_dense),
             normalize_layers=not get_saliency(saliency).comparable_across_layers,
+            packing=prune.packing,
         )
         return cls(resolve_method(prune.method, prune.prune_epochs + prune.retrain_epochs), saliency, target)
 
@@ -199,6 +201,8 @@ class _PruneRun:
         else:
             self.model = new_model(ctx)
             self.dense_epochs = ctx.run.epochs
+        if prune.objective != "crossbars":  # what one crossbar of each layer adds to the objective
+            choice.target = dataclasses.replace(choice.target, unit_costs=self._objective_costs())
         # Its structure does not depend on the weights, and every use projects the
         # weights it is given, so the same projector serves after dense training.
         self.projector = Projector(self.model, choice.target, ctx.example.to(ctx.rt.device))
@@ -219,6 +223,41 @@ class _PruneRun:
         self.session = session
         self.epochs = self.method.epochs(prune.prune_epochs, prune.retrain_epochs)
         ctx.identity = self._identity()
+
+    def _objective_costs(self) -> dict[str, float]:
+        from pimprune.hardware.model import load_preset
+        from pimprune.hardware.objective import model_objective_weights
+
+        hw = load_preset(self.prune.hardware)
+        weights = model_objective_weights(
+            self.model, self.choice.target.crossbar, hw, self.prune.objective, tuple(self.ctx.example.shape[1:]),
+            scheme=get_pattern(self.prune.pattern).scheme,
+        )
+        floor = 1e-6 * max(weights.values())  # a layer that never runs on the input still costs a little
+        return {n: max(w, floor) for n, w in weights.items()}
+
+    def _hardware(self, plain: nn.Module, scheme: str) -> dict:
+        """Energy and latency per inference of the pruned model (the hardware preset), for the result."""
+        from pimprune.hardware.cost import network_cost
+        from pimprune.hardware.model import load_preset
+
+        cost = network_cost(plain, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
+                            tuple(self.ctx.example.shape[1:]))
+        return {"preset": self.prune.hardware, "energy_nj": round(cost.energy_nj, 4),
+                "area_mm2": round(cost.area_mm2, 6), "latency_us": round(cost.latency_us, 3)}
+
+    def _network_packing(self, plain: nn.Module, scheme: str) -> dict | None:
+        """Crossbars of the network-wide placement (written as ``placement.json`` by rank 0)."""
+        if self.prune.packing != "network":
+            return None
+        from pimprune.mapping.network import pack_network
+        from pimprune.training.checkpoint import save_json
+
+        placement = pack_network({lay.name: lay.matrix() for lay in extract_layers(plain)},
+                                 self.choice.target.crossbar, scheme)
+        if self.ctx.rt.is_main:
+            save_json(placement.as_json(), self.ctx.out / "placement.json")
+        return {"crossbars": placement.n_crossbars}
 
     def _identity(self) -> dict:
         identity = {
@@ -335,6 +374,9 @@ class _PruneRun:
         xbar, scheme = self.choice.target.crossbar, self.projector.pattern.scheme
         counts = count_network(extract_layers(plain), xbar)
         projection = ck.state["projection"]
+        network = self._network_packing(plain, scheme)
+        if network is not None:
+            network["compression"] = json_ratio(counts.total("dense") / max(network["crossbars"], 1))
         prune_key = method.name if method.trains_while_pruning else "prune"
         return run_result(
             ctx,
@@ -351,6 +393,8 @@ class _PruneRun:
             compression=json_ratio(counts.compression(scheme)),
             compression_conv=json_ratio(counts.compression(scheme, "conv")),
             packing_bound=counts.bound(), target_compression=prune.target_compression,
+            packing=prune.packing, network_packing=network, objective=prune.objective,
+            hardware=self._hardware(plain, scheme),
             epochs={"dense": self.dense_epochs, prune_key: self.epochs[0], "retrain": self.epochs[1]},
             silenced_outputs=projection["silenced_outputs"], budgets=projection["budgets"],
             layers=[lc.as_dict() for lc in counts.layers],

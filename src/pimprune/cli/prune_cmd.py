@@ -24,8 +24,9 @@ from pimprune.cli.common import (
     run_config,
 )
 from pimprune.config import PruneConfig, RunConfig
+from pimprune.hardware.objective import OBJECTIVES
 from pimprune.pruning.admm import ADMMConfig
-from pimprune.pruning.budgets import ALLOCATIONS
+from pimprune.pruning.budgets import ALLOCATIONS, PACKINGS
 from pimprune.pruning.methods import method_choices
 from pimprune.pruning.patterns import PATTERNS
 from pimprune.pruning.saliency import AUTO, SALIENCIES
@@ -89,6 +90,18 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
         type=float, metavar="WEIGHT",
     ),
     Option("distill_temperature", "distillation temperature (default {default})", type=positive_float),
+    Option(
+        "packing", "how the crossbar budget is counted: layer (the paper's per-layer mapping) or network "
+        "(crossbars shared across layers, subrow only; writes placement.json) (default {default})",
+        choices=lambda: PACKINGS,
+    ),
+    Option(
+        "objective", "what the global budget counts: {names} (energy/edp: the hardware model's cost of one "
+        "crossbar of each layer per inference; default {default})",
+        names=OBJECTIVES.names,
+    ),
+    Option("hardware", "hardware preset or YAML/JSON file for the objective and the energy figures "
+           "(default {default})"),
 )  # fmt: skip
 
 #: The ADMM penalty options (:class:`pimprune.pruning.admm.ADMMConfig` fields).

@@ -111,6 +111,12 @@ class PruneTarget:
         unit_costs: Layer name -> cost of one crossbar of that layer (positive; layers
             not listed cost 1). None: every crossbar costs 1. Only with the ``global``
             allocation (for ``filter``: the budget is counted in these costs).
+        packing: How the budget is counted (DESIGN.md section 4): ``"layer"`` (the paper's
+            per-layer mapping, every layer on crossbars of its own) or ``"network"`` (the
+            budget is the number of crossbars shared by all layers under
+            :func:`pimprune.mapping.network.pack_network`, so single sub-row segments
+            are ranked across the network, :mod:`pimprune.mapping.network_budget`;
+            ``subrow`` with the ``global`` allocation only).
     """
 
     pattern: str
@@ -122,9 +128,17 @@ class PruneTarget:
     keep_every_layer: bool = True
     normalize_layers: bool = True
     unit_costs: Mapping[str, float] | None = None
+    packing: str = "layer"
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"unknown packing {self.packing!r}; choose one of: {', '.join(PACKINGS)}")
+        if self.packing == "network" and (self.pattern, self.allocation, self.unit_costs) != ("subrow", "global", None):
+            raise ConfigError(
+                "a network-packing budget is available for the subrow pattern with the global allocation and "
+                "crossbar costs only; use --pattern subrow --allocation global (or --packing layer)"
+            )
         self.crossbar = Crossbar.parse(self.crossbar)
         self.target_compression = check_target_compression(self.target_compression)
         if self.allocation not in ALLOCATIONS:
@@ -729,6 +743,35 @@ def _channel_subrow(proj: Projector, model: nn.Module, example_input: torch.Tens
 
 NETWORK_STRATEGIES.add("subrow-channel", _channel_subrow)
 
+#: How a budget of crossbars is counted (:attr:`PruneTarget.packing`).
+PACKINGS = ("layer", "network")
+
+
+class _NetworkPackedStrategy(_Strategy):
+    """Sub-row segments ranked across the network against shared crossbars (``packing="network"``)."""
+
+    def __init__(self, proj: Projector) -> None:
+        self.proj = proj
+        self.params = [f"{lay.name}.weight" for lay in proj.layers]
+
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        from pimprune.mapping.network_budget import network_subrow_masks
+
+        plan = self.proj.plan
+        full = {f"{lay.name}.weight": lay.module.weight.detach() for lay in plan.all_layers}
+        full.update({p: weights[p] for p in self.params})
+        ranked = {p: _ranked(weights, scores, p, full[p].shape) for p in self.params}
+        squared = {p: (r.detach().cpu().double() ** 2) for p, r in ranked.items()}
+        for lay in plan.all_layers:  # kept-dense layers are placed, not ranked
+            squared.setdefault(f"{lay.name}.weight", full[f"{lay.name}.weight"].detach().cpu().double() ** 2)
+        masks = network_subrow_masks(
+            full, squared, plan.all_layers, self.proj.crossbar, int(plan.network_budget),
+            self.proj.target.keep_dense, normalize_layers=self.proj.target.normalize_layers,
+        )  # fmt: skip
+        masks = {p: masks[p].to(weights[p].device) for p in self.params}
+        counts = self.proj.layer_crossbars(masks)
+        return masks, {lay.name: counts[lay.name] for lay in self.proj.layers}
+
 #: Allocation name -> search for the filter pattern.
 FILTER_ALLOCATIONS: Registry = Registry("filter allocation")
 FILTER_ALLOCATIONS.add("uniform", _filter_uniform)
@@ -768,8 +811,10 @@ class Projector:
         self.plan = BudgetPlan.build(model, target)
         network_level = NETWORK_STRATEGIES.get(self.pattern.name) if self.pattern.name in NETWORK_STRATEGIES else None
         self._strategy: _Strategy = (
-            _LayerStrategy(self) if network_level is None else network_level(self, model, example_input)
-        )
+            _NetworkPackedStrategy(self) if target.packing == "network"
+            else _LayerStrategy(self) if network_level is None
+            else network_level(self, model, example_input)
+        )  # fmt: skip
         self.params: list[str] = list(self._strategy.params)
         self._silenced: dict[str, int] = {}
         if not self._fixed_budgets():
