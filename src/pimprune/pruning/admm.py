@@ -175,9 +175,11 @@ class ADMM:
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict`."""
-        self.Z = {n: t.clone() for n, t in state["Z"].items()}
-        self.U = {n: t.clone() for n, t in state["U"].items()}
-        self.masks = {n: t.clone().bool() for n, t in state["masks"].items()}
+        # a checkpoint is read onto the CPU: every tensor goes to its parameter's device (e.g. a GPU)
+        dev = {n: w.device for n, w in self._weights().items()}
+        self.Z = {n: t.to(dev.get(n, t.device), copy=True) for n, t in state["Z"].items()}
+        self.U = {n: t.to(dev.get(n, t.device), copy=True) for n, t in state["U"].items()}
+        self.masks = {n: t.to(dev.get(n, t.device), torch.bool, copy=True) for n, t in state["masks"].items()}
         self.rho = float(state["rho"])
         self.steps = int(state["steps"])
         self.updates = int(state["updates"])

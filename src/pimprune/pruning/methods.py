@@ -150,7 +150,11 @@ class PruneMethod(ABC):
         s = self.session
         # the saliency of the model entering the pruning epochs, kept (and checkpointed)
         # for every projection in them, so a resumed run projects with the same factors
-        self.factors = dict(resumed["saliency_factors"]) if resumed else s.factors_at(s.first_epoch)
+        if resumed:  # read onto the CPU: to the devices of the parameters they scale
+            dev = {n: w.device for n, w in s.weights().items()}
+            self.factors = {n: f.to(dev.get(n, f.device)) for n, f in resumed["saliency_factors"].items()}
+        else:
+            self.factors = s.factors_at(s.first_epoch)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> list:
         """Hook into the training step of the pruning epochs; returns the hook handles."""
