@@ -30,3 +30,14 @@ def test_demo_runs_small_and_writes_report(tmp_path, capsys):
         assert (rep / name).exists(), name
     assert json.loads((rep / "demo.json").read_text())["table"][0]["pattern"] == "dense"
     assert "| subrow |" in (rep / "report.md").read_text()
+
+
+def test_demo_report_states_the_training_images_it_used(tmp_path, capsys):
+    # the subset ships 6000 training images: a larger limit must not be reported as used
+    cfg = DemoConfig(out=str(tmp_path / "rep"), patterns=("subrow",), prune_epochs=0, retrain_epochs=0,
+                     limit_train=50000, limit_test=200, target_compression=2.0,
+                     )
+    summary = run_demo(cfg)
+    used = summary["train_images"]
+    assert used is not None and used <= 50000
+    assert f"on {used} training images" in (tmp_path / "rep" / "report.md").read_text()

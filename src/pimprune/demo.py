@@ -46,6 +46,8 @@ class DemoConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: Random seed.
         method: Pruning method (``auto`` picks by the epoch budget).
+        distill: Weight of knowledge distillation from the dense model (the measured best
+            recipe, docs/results.md; 0: off).
     """
 
     out: str = "pimprune-demo"
@@ -60,6 +62,7 @@ class DemoConfig:
     device: str = "auto"
     seed: int = 0
     method: str = "auto"
+    distill: float = 0.9
 
 
 def dense_checkpoint() -> Path:
@@ -99,7 +102,7 @@ def _configs(cfg: DemoConfig, pattern: str, spec: dict, data: tuple[str, str | N
     prune = PruneConfig(
         pattern=pattern, crossbar=str(Crossbar.parse(cfg.crossbar)), target_compression=cfg.target_compression,
         method=cfg.method, dense=str(dense_checkpoint()), prune_epochs=cfg.prune_epochs,
-        retrain_epochs=cfg.retrain_epochs,
+        retrain_epochs=cfg.retrain_epochs, distill=cfg.distill,
     )  # fmt: skip
     return run, prune
 
@@ -149,7 +152,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     print(f"data: {data_text}")
     print(f"pruning to {cfg.target_compression:g}x fewer {xbar} crossbars with "
           f"{', '.join(cfg.patterns)}; {cfg.prune_epochs} pruning + {cfg.retrain_epochs} retraining epochs each"
-          + (f" on {cfg.limit_train} training images" if cfg.limit_train else ""), flush=True)
+          + (f" on up to {cfg.limit_train} training images" if cfg.limit_train else "")
+          + (f", distilled from the dense model (weight {cfg.distill:g})" if cfg.distill else ""), flush=True)
     hw = load_preset("isaac")
     spec = meta["spec"]
     input_shape = (1, spec["in_channels"], spec["input_size"], spec["input_size"])
@@ -171,6 +175,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "crossbar": str(xbar),
         "target_compression": cfg.target_compression,
         "epochs": {"prune": cfg.prune_epochs, "retrain": cfg.retrain_epochs, "dense": meta.get("epochs")},
+        "train_images": rows[0][1]["resolved"]["train_samples"] if rows else None,
         "table": table,
         "config": dataclasses.asdict(cfg),
         "wall_time_s": round(time.time() - t0, 1),
@@ -229,8 +234,8 @@ def _write_report(out: Path, cfg: DemoConfig, xbar: Crossbar, summary: dict, tex
         f"Data: {summary['dataset']}.",
         f"Dense model: ResNet18 width 0.25 shipped with pimprune ({summary['epochs']['dense']} training epochs).",
         f"Crossbar {xbar}; target {cfg.target_compression:g}x; each pattern: {cfg.prune_epochs} pruning + "
-        f"{cfg.retrain_epochs} retraining epochs"
-        + (f" on {cfg.limit_train} training images" if cfg.limit_train else "") + ".",
+        f"{cfg.retrain_epochs} retraining epochs on {summary['train_images']} training images"
+        + (f", distilled from the dense model (weight {cfg.distill:g})" if cfg.distill else "") + ".",
         "Energy and area per inference: ISAAC 32 nm preset (docs/hardware.md).",
         "",
         text,

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: Debian package or subset)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    p.add_argument("--distill", type=float, default=0.9, metavar="WEIGHT",
+                   help="knowledge distillation from the dense model, weight in [0, 1] (default 0.9; 0: off)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, patterns=patterns, crossbar=args.crossbar,
         target_compression=args.target_compression, prune_epochs=args.prune_epochs,
         retrain_epochs=args.retrain_epochs, limit_train=args.limit_train, data_dir=args.data_dir,
-        device=args.device, seed=args.seed,
+        device=args.device, seed=args.seed, distill=args.distill,
     ))
     return 0
