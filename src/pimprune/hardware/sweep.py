@@ -191,7 +191,7 @@ class ProjectionPruner:
         target_compression: float | None = None,
         keep_dense: Sequence[str] = ("first", "last"),
     ) -> None:
-        from pimprune.pruning.patterns import get_pattern
+        from pimprune.pruning.patterns import UnitsCache, get_pattern
 
         if keep_energy is not None and target_compression is not None:
             raise ConfigError("give exactly one of keep_energy and target_compression")
@@ -212,6 +212,10 @@ class ProjectionPruner:
         self.target_compression = target_compression
         self.keep_dense = tuple(keep_dense)
         self.layers = extract_layers(model)
+        # one projector per geometry, re-targeted for every budget, and the layers' sorted
+        # items shared by all of them (the weights never change here)
+        self._projectors: dict[str, Any] = {}
+        self._units_cache = UnitsCache(self.pattern)
         self.matrices = {lay.name: lay.matrix() for lay in self.layers}
         self.energy = {n: _sq_energy(m) for n, m in self.matrices.items()}
         self.total_energy = sum(self.energy.values())
@@ -269,7 +273,12 @@ class ProjectionPruner:
         from pimprune.pruning.budgets import Projector
 
         mapped = {lay.name: lay for lay in self.layers}
-        proj = Projector(self.model, self._target(xbar, compression), self.example_input)
+        proj = self._projectors.get(str(xbar))
+        if proj is None:
+            proj = Projector(self.model, self._target(xbar, compression), self.example_input, self._units_cache)
+            self._projectors[str(xbar)] = proj
+        else:
+            proj.retarget(compression)
         layer_masks = {}
         for param, mask in proj.project_model(self.model).items():
             name, _, attr = param.rpartition(".")

@@ -70,7 +70,7 @@ from pimprune.mapping.counting import dense_count
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
 from pimprune.numeric import budget_of, check_target_compression, energy
 from pimprune.pruning.dependency import FilterGraph, logical_parameters, own_parameters
-from pimprune.pruning.patterns import PATTERNS, Pattern, Units, get_pattern, greedy_plan
+from pimprune.pruning.patterns import PATTERNS, Pattern, Units, UnitsCache, get_pattern, greedy_plan
 from pimprune.registry import Registry
 
 #: Ways of sharing the network budget among layers.
@@ -560,8 +560,9 @@ class _GlobalAllocator(_Allocator):
         for n, m in mats.items():
             e = energy(m) if target.normalize_layers else 0.0
             scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
+        cache = self.proj.units_cache
         ranking = rank_units(
-            {n: p.units(m, x) for n, m in mats.items()},
+            {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()},
             scale,
             keep_every_layer=target.keep_every_layer,
             every_chain=p.chain_is_output_group,
@@ -786,6 +787,10 @@ class Projector:
             ``global`` and ``filter`` allocations' first :attr:`budgets`.
         target: What to prune to.
         example_input: An input batch (tracing for ``filter``; e.g. ``torch.randn(1, 3, 32, 32)``).
+        units_cache: A :class:`pimprune.pruning.patterns.UnitsCache` of the pattern, for
+            callers that project the *same* weights many times (the design-space sweep on
+            many geometries and budgets): the ``global`` allocation then reuses the sorted
+            items of every layer. Never for weights that change between calls (training).
 
     Attributes:
         target: The target (:meth:`retarget` replaces its compression).
@@ -804,8 +809,11 @@ class Projector:
             filter pruning at its limit, exceed it) or the budgets file is invalid.
     """
 
-    def __init__(self, model: nn.Module, target: PruneTarget, example_input: torch.Tensor) -> None:
+    def __init__(
+        self, model: nn.Module, target: PruneTarget, example_input: torch.Tensor, units_cache: UnitsCache | None = None
+    ) -> None:
         self.target = target
+        self.units_cache = units_cache
         self.pattern: Pattern = get_pattern(target.pattern)
         self.crossbar = target.crossbar
         self.plan = BudgetPlan.build(model, target)
