@@ -555,20 +555,30 @@ class _FileAllocator(_FixedAllocator):
 @LAYER_ALLOCATIONS.register("global")
 class _GlobalAllocator(_Allocator):
     def allocate(self, mats: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        plan, cache = self.proj.plan, self.proj.units_cache
+        # with a units cache the weights are fixed (the projector's contract): one ranking, and one
+        # greedy order, serve every budget the projector is re-targeted to
+        ranking = getattr(self, "_ranking", None) if cache is not None else None
+        if ranking is None:
+            ranking = self._rank(mats)
+            if cache is not None:
+                self._ranking = ranking
+        return ranking.split(ranking.select(plan.prunable_budget))
+
+    def _rank(self, mats: Tensors) -> Ranking:
         p, x, plan, target = self.proj.pattern, self.proj.crossbar, self.proj.plan, self.proj.target
         scale = {}
         for n, m in mats.items():
             e = energy(m) if target.normalize_layers else 0.0
             scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
         cache = self.proj.units_cache
-        ranking = rank_units(
+        return rank_units(
             {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()},
             scale,
             keep_every_layer=target.keep_every_layer,
             every_chain=p.chain_is_output_group,
             unit_costs=plan.costs if plan.weighted else None,
         )
-        return ranking.split(ranking.select(plan.prunable_budget))
 
 
 class _Strategy(ABC):
