@@ -80,7 +80,7 @@ def _kept_weights(folder: Path, keep_dense=("first", "last")) -> int:
     model, _ = load_model(folder / "model.pt")
     layers = extract_layers(model)
     skip = {layers[0].name, layers[-1].name}
-    return int(sum(int(torch.count_nonzero(ly.weight)) for ly in layers if ly.name not in skip))
+    return int(sum(int(torch.count_nonzero(ly.module.weight)) for ly in layers if ly.name not in skip))
 
 
 def _unstructured_target(args, kept: int) -> float:
