@@ -25,6 +25,9 @@ def test_demo_runs_small_and_writes_report(tmp_path, capsys):
     assert rows["subrow"]["compression"] >= 3.9
     assert rows["subrow"]["crossbars"] < rows["dense"]["crossbars"]
     assert rows["subrow"]["energy_nj"] < rows["dense"]["energy_nj"]
+    # both mappings: network packing never needs more crossbars than per-layer mapping
+    assert rows["subrow"]["crossbars_network"] <= rows["subrow"]["crossbars"]
+    assert rows["dense"]["crossbars_network"] <= rows["dense"]["crossbars"]
     rep = tmp_path / "rep"
     for name in ("report.md", "demo.json", "crossbars_per_layer.png", "matrix_subrow.png"):
         assert (rep / name).exists(), name
