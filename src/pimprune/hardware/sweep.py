@@ -45,6 +45,7 @@ from pimprune.hardware.cost import COMPONENTS, dense_stats, layer_mvms, network_
 from pimprune.hardware.latency import network_latency
 from pimprune.hardware.model import HardwareConfig
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.mapping.network import pack_network
 
 __all__ = [
     "METRICS",
@@ -419,6 +420,9 @@ class GeometryResult:
         energy_breakdown: Energy by component (nJ).
         area_breakdown: Area by component (mm^2).
         silenced_outputs: Outputs left without weights, summed over layers.
+        crossbars_network: Crossbars of the pruned network under network packing
+            (:func:`pimprune.mapping.network.pack_network`, layers sharing crossbars); the
+            costs above are those of the per-layer mapping.
     """
 
     crossbar: Crossbar
@@ -438,6 +442,7 @@ class GeometryResult:
     throughput_pipelined_ips: float = math.nan
     latency_dense_us: float = math.nan
     fits: bool = True
+    crossbars_network: int = 0
 
     @property
     def compression(self) -> float:
@@ -458,6 +463,7 @@ class GeometryResult:
             "crossbars_dense": self.crossbars_dense,
             "crossbars_pruned": self.crossbars_pruned,
             "compression": None if math.isinf(self.compression) else round(self.compression, 4),
+            "crossbars_network": self.crossbars_network,
             "target_compression": round(self.target_compression, 4),
             "kept_energy": None if math.isnan(self.kept_energy) else round(self.kept_energy, 5),
             "energy_nj": round(self.energy_nj, 3),
@@ -606,6 +612,7 @@ def run_sweep(
                 energy_breakdown=cost.energy_breakdown,
                 area_breakdown=cost.area_breakdown,
                 silenced_outputs=sum(pruned.silenced_outputs.values()),
+                crossbars_network=pack_network(pruned.masks, xbar, scheme).n_crossbars,
             )
         )
     return SweepResult(
@@ -629,6 +636,7 @@ _CSV_FIELDS = (
     "cells",
     "aspect",
     "crossbars_dense",
+    "crossbars_network",
     "crossbars_pruned",
     "compression",
     "target_compression",
