@@ -612,7 +612,7 @@ def run_sweep(
                 energy_breakdown=cost.energy_breakdown,
                 area_breakdown=cost.area_breakdown,
                 silenced_outputs=sum(pruned.silenced_outputs.values()),
-                crossbars_network=pack_network(pruned.masks, xbar, scheme).n_crossbars,
+                crossbars_network=_network_crossbars(pruned, xbar, scheme),
             )
         )
     return SweepResult(
@@ -653,6 +653,14 @@ _CSV_FIELDS = (
     "area_dense_mm2",
     "silenced_outputs",
 )
+
+
+def _network_crossbars(pruned: Pruned, xbar: Crossbar, scheme: str) -> int:
+    """Crossbars of the pruned network under network packing (from its masks, or its weights)."""
+    mats = pruned.masks
+    if mats is None:
+        mats = {lay.name: lay.matrix() for lay in extract_layers(pruned.model)}
+    return pack_network(mats, xbar, scheme).n_crossbars
 
 
 def to_csv(result: SweepResult) -> str:
