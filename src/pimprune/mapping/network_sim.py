@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from pimprune.errors import PimpruneError
-from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.mapping.matrices import extract_layers
 from pimprune.mapping.network import NetworkPlacement, activations, check_placement
 from pimprune.mapping.simulate import (
     DEFAULT_ATOL,
@@ -37,6 +37,7 @@ from pimprune.mapping.simulate import (
     _Plan,
     _simulate_conv,
     _simulate_linear,
+    record_layer_io,
 )
 
 __all__ = [
@@ -150,29 +151,6 @@ class NetworkVerifyReport:
         return max(self.errors.values(), default=0.0)
 
 
-def _record(model: nn.Module, layers: list[LayerMatrix], example: torch.Tensor) -> dict:
-    """Input and output of every mapped layer's first call in one eval-mode forward pass."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def recorder(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            seen.setdefault(name, (args[0].detach(), output.detach()))
-
-        return hook
-
-    handles = [lay.module.register_forward_hook(recorder(lay.name)) for lay in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return seen
-
-
 def verify_network(
     model: nn.Module,
     placement: NetworkPlacement,
@@ -196,7 +174,7 @@ def verify_network(
     check_placement(placement, matrices)
     cells = crossbar_cells(placement, matrices)
     acts = activations(placement)
-    seen = _record(model, layers, example)
+    seen = record_layer_io(model, layers, example)
     report = NetworkVerifyReport(placement.n_crossbars)
     with torch.no_grad():
         for lay in layers:
