@@ -59,6 +59,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", default="", help="comma-separated run names RECIPE@PATTERN@TARGET, control, "
                    "capacity@PATTERN@TARGET[@RECIPE]")
     p.add_argument("--out", required=True)
+    p.add_argument("--publish", default="", help="comma-separated FOLDER=RUN: copy the finished run's model.pt, "
+                   "model.json, result.json (and placement.json) to results/headline/FOLDER")
     p.set_defaults(validation=5000, limit_train=20000, bn_recalibrate=50)
     return p.parse_args(argv)
 
@@ -158,12 +160,29 @@ def table(args) -> dict:
     return summary
 
 
+def publish(args, pairs: str, dest: Path = Path("results/headline")) -> None:
+    """Copy finished runs into the committed headline folders."""
+    import shutil
+
+    for pair in (p for p in pairs.split(",") if p.strip()):
+        folder, run = pair.split("=", 1)
+        src = Path(args.out) / run
+        if not (src / "result.json").exists():
+            raise SystemExit(f"error: {run} has not finished in {args.out}")
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+        for name in ("model.pt", "model.json", "result.json", "placement.json"):
+            if (src / name).exists():
+                shutil.copy2(src / name, dest / folder / name)
+        (dest / folder / "RUN").write_text(run + "\n")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in (n.strip() for n in args.runs.split(",") if n.strip()):
         run_one(args, name)
     table(args)
+    publish(args, args.publish)
     return 0
 
 
