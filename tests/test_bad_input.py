@@ -70,6 +70,14 @@ CASES = [
     _case("prune-geometry-float", [*PRUNE, "--crossbar", "32.5x32", *OUT], r"'32.5x32'"),
     _case("map-geometry", ["map", "resnet18", "--crossbar", "12"], r"invalid crossbar geometry '12'"),
     _case("map-geometry-negative", ["map", "resnet18", "--crossbar=-4x4"], r"'-4x4'"),
+    # the issue-10/11/12 options
+    _case("prune-packing-network-filter", [*PRUNE, "--pattern", "filter", "--packing", "network", *OUT],
+          r"network-packing budget is available for the subrow pattern"),
+    _case("prune-objective-unknown", [*PRUNE, "--objective", "power", *OUT], r"unknown objective 'power'"),
+    _case("prune-distill-above-1", [*PRUNE, "--distill", "2", *OUT], r"distillation weight must be in \[0, 1\]"),
+    _case("prune-validation-all", [*PRUNE, "--validation", "100000", *OUT], r"validation must be an integer"),
+    _case("prune-subrow-channel-uniform", [*PRUNE, "--pattern", "subrow-channel", "--allocation", "uniform", *OUT],
+          r"not available for the subrow-channel pattern"),
     # numbers out of range
     _case("prune-target-below-1", [*PRUNE, "--target-compression", "0.5", *OUT],
           r"target compression must be .*>= 1"),
