@@ -128,6 +128,10 @@ class PruneConfig:
         saliency_batches: Training batches read to compute a data-driven saliency.
         distill: Knowledge distillation from the dense model during the pruning and
             retraining epochs: weight of the distillation term in [0, 1] (0: off).
+
+    The defaults are the measured best recipe (docs/results.md, 2026-12-01: one-shot,
+    distillation 0.9, 30 epochs at lr 0.01; one-shot spends the 15 pruning epochs
+    retraining, gradual pruning and ADMM split them 15 + 15).
         distill_temperature: Distillation temperature.
         packing: How the crossbar budget is counted: ``layer`` (the paper's per-layer
             mapping) or ``network`` (crossbars shared across layers; ``subrow`` only).
@@ -146,8 +150,8 @@ class PruneConfig:
     keep_dense: tuple[str, ...] = ("first", "last")
     method: str = "auto"
     dense: str | None = None
-    prune_epochs: int = 2
-    retrain_epochs: int = 2
+    prune_epochs: int = 15
+    retrain_epochs: int = 15
     prune_lr: float = 0.01
     retrain_lr: float = 0.01
     admm: ADMMConfig = field(default_factory=ADMMConfig)
@@ -155,7 +159,7 @@ class PruneConfig:
     bn_recalibrate: int = 50
     saliency: str = "auto"
     saliency_batches: int = 16
-    distill: float = 0.0
+    distill: float = 0.9
     distill_temperature: float = 4.0
     packing: str = "layer"
     objective: str = "crossbars"

@@ -58,7 +58,8 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
         "keep_dense", "layers left dense: first, last, layer names, or none (default {default})",
         default=",".join(field_default(PruneConfig, "keep_dense")),
     ),
-    Option("method", "pruning method; auto picks the one that wins for the epoch budget", choices=method_choices),
+    Option("method", "pruning method; auto picks the measured winner for the epoch budget, which is one-shot "
+           "at every budget measured (3, 6 and 30 epochs)", choices=method_choices),
     Option("dense", "dense checkpoint (model.pt); default: train one first"),
     Option(
         "prune_epochs", "ADMM (or gradual) pruning epochs; one-shot retrains for them (default {default})",
@@ -86,7 +87,7 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "distill", "knowledge distillation from the dense model during pruning and retraining: share of the "
-        "distillation term in the loss, in [0, 1] (default {default}: off)",
+        "distillation term in the loss, in [0, 1] (default {default}; 0: off)",
         type=float, metavar="WEIGHT",
     ),
     Option("distill_temperature", "distillation temperature (default {default})", type=positive_float),
