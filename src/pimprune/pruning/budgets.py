@@ -449,6 +449,7 @@ def rank_units(
     keep_every_layer: bool = False,
     every_chain: bool = False,
     unit_costs: Mapping[str, float] | None = None,
+    guarded: Mapping[str, torch.Tensor] | None = None,
 ) -> Ranking:
     """Pool the units of several layers for one greedy (the ``global`` allocation's ranking).
 
@@ -459,6 +460,9 @@ def rank_units(
             with ``every_chain``) outrank all others.
         every_chain: See ``keep_every_layer`` (:attr:`Pattern.chain_is_output_group`).
         unit_costs: Layer name -> cost of one of its crossbars (None: 1, integer costs).
+        guarded: With ``keep_every_layer``, layer name -> indices of the units of that
+            layer that outrank all others, instead of the choice above (network-level
+            patterns that decide which output groups may go, :mod:`pimprune.pruning.channel_blocks`).
     """
     gains, costs, chains, positions = [], [], [], []
     offset = 0
@@ -473,11 +477,15 @@ def rank_units(
         boost = float(sum(float(g.sum()) for g in gains)) + 1.0
         if unit_costs is not None:
             boost *= max(unit_costs[n] for n in units) / min(unit_costs[n] for n in units)
-        for g, pos in zip(gains, positions, strict=True):
+        for n, g, pos in zip(units, gains, positions, strict=True):
             first = torch.nonzero(pos == 0).flatten()
-            if len(first):
+            if guarded is not None:
+                keep = guarded[n]
+            elif len(first):
                 keep = first if every_chain else first[torch.argmax(g[first])].reshape(1)
-                g[keep] = g[keep] + boost
+            else:
+                continue
+            g[keep] = g[keep] + boost
     cat = [torch.cat(x) if x else torch.zeros(0, dtype=torch.int64) for x in (gains, costs, chains, positions)]
     return Ranking(dict(units), *cat)
 
@@ -552,6 +560,15 @@ class _FileAllocator(_FixedAllocator):
         self.budgets = {n: budgets[n] for n in dense}
 
 
+def layer_scales(mats: Tensors, plan: BudgetPlan, normalize: bool) -> dict[str, float]:
+    """The global allocation's per-layer gain factor: dense crossbars / energy (1 without normalisation)."""
+    scale = {}
+    for n, m in mats.items():
+        e = energy(m) if normalize else 0.0
+        scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
+    return scale
+
+
 @LAYER_ALLOCATIONS.register("global")
 class _GlobalAllocator(_Allocator):
     def allocate(self, mats: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
@@ -567,14 +584,10 @@ class _GlobalAllocator(_Allocator):
 
     def _rank(self, mats: Tensors) -> Ranking:
         p, x, plan, target = self.proj.pattern, self.proj.crossbar, self.proj.plan, self.proj.target
-        scale = {}
-        for n, m in mats.items():
-            e = energy(m) if target.normalize_layers else 0.0
-            scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
         cache = self.proj.units_cache
         return rank_units(
             {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()},
-            scale,
+            layer_scales(mats, plan, target.normalize_layers),
             keep_every_layer=target.keep_every_layer,
             every_chain=p.chain_is_output_group,
             unit_costs=plan.costs if plan.weighted else None,

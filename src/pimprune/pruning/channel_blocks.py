@@ -109,17 +109,17 @@ class ChannelSubrowStrategy:
 
         layers = {lay.name: lay for lay in self.proj.layers}
         mats = {n: lay.matrix(_ranked(weights, scores, f"{n}.weight", lay.weight_shape)) for n, lay in layers.items()}
-        first = self._rank(mats, excluded=set())
-        gone = {b for b in self.blocks if not bool(first.get((b.layer, b.block), True))}
+        _, empty = self._rank(mats, excluded=set())
+        gone = {b for b in self.blocks if (b.layer, b.block) in empty}
         removed = self._decision(gone)
         channel_masks = self.graph.masks(removed)
         cleared = {n: m * layers[n].matrix(channel_masks.get(f"{n}.weight", _ones(layers[n]))).to(m.dtype)
                    for n, m in mats.items()}
-        second = self._rank(cleared, excluded={(b.layer, b.block) for b in gone})
+        kept, _ = self._rank(cleared, excluded={(b.layer, b.block) for b in gone})
         self.removed_blocks = sorted(gone, key=lambda b: (b.layer, b.block))
         masks = {}
         for n, lay in layers.items():
-            m = lay.to_weight(second["masks"][n])
+            m = lay.to_weight(kept[n])
             masks[f"{n}.weight"] = m & channel_masks.get(f"{n}.weight", torch.ones_like(m)).to(m.device)
         for p in self.params[len(layers):]:
             masks[p] = channel_masks[p].to(weights[p].device) if p in weights else channel_masks[p]
@@ -132,58 +132,58 @@ class ChannelSubrowStrategy:
             removed[b.group][b.channels] = True
         return removed
 
-    def _rank(self, mats: Tensors, excluded: set[tuple[str, int]]) -> dict:
-        """Global sub-row ranking with the guard on every output group but removable ones.
+    def _rank(self, mats: Tensors, excluded: set[tuple[str, int]]) -> tuple[dict[str, torch.Tensor], set]:
+        """Global sub-row ranking, every output group guarded but the removable ones.
 
-        Returns ``{"masks": layer masks, (layer, block): whether the block keeps any chunk}``.
+        Returns the layer masks and the removable ``(layer, block)`` pairs that keep no chunk.
         """
-        from pimprune.pruning.budgets import energy, rank_units
+        from pimprune.pruning.budgets import layer_scales, rank_units
 
         p, x, plan = self.proj.pattern, self.proj.crossbar, self.proj.plan
         units = {n: p.units(m, x) for n, m in mats.items()}
-        scale = {}
-        for n, m in mats.items():
-            e = energy(m) if self.proj.target.normalize_layers else 0.0
-            scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
-        ranking = rank_units(units, scale, unit_costs=plan.costs if plan.weighted else None)
         removable = {(b.layer, b.block) for b in self.blocks}
-        self._guard(ranking, removable, excluded)
+        ranking = rank_units(
+            units, layer_scales(mats, plan, self.proj.target.normalize_layers), keep_every_layer=True,
+            unit_costs=plan.costs if plan.weighted else None, guarded=_guarded(units, removable, excluded),
+        )  # fmt: skip
+        _exclude(ranking, excluded)
         selected = ranking.select(plan.prunable_budget)
-        masks, _ = ranking.split(selected)
-        out: dict = {"masks": masks}
-        start = 0
+        empty, start = set(), 0
         for n, u in units.items():
             sel = selected[start : start + len(u)]
-            for b in {blk for (lay, blk) in removable if lay == n}:
-                out[(n, b)] = bool(sel[u.chain == b].any())
+            empty |= {(n, b) for (lay, b) in removable if lay == n and not bool(sel[u.chain == b].any())}
             start += len(u)
-        return out
+        return ranking.split(selected)[0], empty
 
-    def _guard(self, ranking, removable: set[tuple[str, int]], excluded: set[tuple[str, int]]) -> None:
-        """Boost the first chunk of every output group (of the best one only where blocks may go).
 
-        Chunks of ``excluded`` blocks get zero gain and a cost no budget fits, so they are never taken.
-        """
-        boost = float(ranking.gains.sum()) + 1.0
-        if ranking.costs.is_floating_point():
-            boost *= float(ranking.costs.max() / ranking.costs.min())
-        start = 0
-        for n, u in ranking.units.items():
-            g = ranking.gains[start : start + len(u)]
-            cost = ranking.costs[start : start + len(u)]
-            first = torch.nonzero(u.position == 0).flatten()
-            free = [int(i) for i in first if (n, int(u.chain[i])) in removable]
-            fixed = [int(i) for i in first if (n, int(u.chain[i])) not in removable]
-            if fixed:
-                g[fixed] += boost
-            elif free:  # every block may go: keep the best one, so the layer is never emptied
-                live = [i for i in free if (n, int(u.chain[i])) not in excluded] or free
-                g[max(live, key=lambda i: float(g[i]))] += boost
-            for blk in {b for (lay, b) in excluded if lay == n}:
-                hit = u.chain == blk
-                g[hit] = 0.0
-                cost[hit] = cost.new_tensor(int(1e12) if not cost.is_floating_point() else 1e12)
-            start += len(u)
+def _guarded(units, removable: set[tuple[str, int]], excluded: set[tuple[str, int]]) -> dict[str, torch.Tensor]:
+    """Per layer, the first chunks that outrank everything.
+
+    Every output group's first chunk, except where blocks may go: there only the best live one's,
+    so a layer is never emptied.
+    """
+    out = {}
+    for n, u in units.items():
+        first = torch.nonzero(u.position == 0).flatten().tolist()
+        keep = [i for i in first if (n, int(u.chain[i])) not in removable]
+        free = [i for i in first if (n, int(u.chain[i])) in removable]
+        if not keep and free:
+            live = [i for i in free if (n, int(u.chain[i])) not in excluded] or free
+            keep = [max(live, key=lambda i: float(u.gains[i]))]
+        out[n] = torch.tensor(keep, dtype=torch.int64)
+    return out
+
+
+def _exclude(ranking, excluded: set[tuple[str, int]]) -> None:
+    """Chunks of ``excluded`` blocks get zero gain and a cost no budget fits: never taken."""
+    start = 0
+    for n, u in ranking.units.items():
+        hit = torch.zeros(len(ranking.gains), dtype=torch.bool)
+        for blk in {b for (lay, b) in excluded if lay == n}:
+            hit[start : start + len(u)] |= u.chain == blk
+        ranking.gains[hit] = 0.0
+        ranking.costs[hit] = int(1e12) if not ranking.costs.is_floating_point() else 1e12
+        start += len(u)
 
 
 def _ones(lay: LayerMatrix) -> torch.Tensor:
