@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     table = json.loads(Path(args.table).read_text())["design_space"]
+    dense = _dense(args.dense)
     rows = []
     for geo in table["geometries"]:
         point = {"crossbar": geo["crossbar"], **geo["best"]}
@@ -72,9 +73,8 @@ def main(argv=None) -> int:
                "crossbars_table": point["crossbars_pruned"], "loss_points": point["accuracy_loss_points"]}
         for law in args.laws.split(","):
             hw = with_overrides(load_preset("isaac"), {"adc.law": law})
-            for name, m, scheme in (("dense", None, "dense"), ("pruned", model, table["pattern"])):
-                cost = network_cost(m if m is not None else _dense(args.dense), geo["crossbar"], scheme, hw,
-                                    (1, 1, 28, 28))
+            for name, m, scheme in (("dense", dense, "dense"), ("pruned", model, table["pattern"])):
+                cost = network_cost(m, geo["crossbar"], scheme, hw, (1, 1, 28, 28))
                 lat = network_latency(cost, hw)
                 row[f"{law}_{name}"] = {
                     "crossbars": cost.crossbars, "energy_nj": round(cost.energy_nj, 1),

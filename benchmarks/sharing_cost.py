@@ -28,18 +28,19 @@ from harness import script_main  # noqa: E402
 
 
 def _energy_pj(placement, hw, mvms: dict[str, int], rows_of: dict[str, int]) -> float:
-    """Energy per inference (pJ) of every activation of ``placement``."""
+    """Energy per inference (pJ) of every activation of ``placement`` (one cost call per layer)."""
     from pimprune.hardware.cost import crossbar_energy_pj
     from pimprune.mapping.network import activations
 
-    acts = activations(placement)
-    driven = np.array([a.driven_rows for a in acts])
-    read = np.array([a.read_cols for a in acts])
+    per_layer: dict[str, list] = {}
+    for a in activations(placement):
+        per_layer.setdefault(a.layer, []).append((a.driven_rows, a.read_cols))
     total = 0.0
-    for i, a in enumerate(acts):
-        bits = max(1, math.ceil(math.log2(max(rows_of[a.layer], 2))))
-        parts = crossbar_energy_pj(hw, driven[i : i + 1], read[i : i + 1], index_bits_per_row=bits)
-        total += mvms[a.layer] * float(sum(v[0] for v in parts.values()))
+    for layer, acts in per_layer.items():
+        driven, read = np.array(acts).T
+        bits = max(1, math.ceil(math.log2(max(rows_of[layer], 2))))
+        parts = crossbar_energy_pj(hw, driven, read, index_bits_per_row=bits)
+        total += mvms[layer] * float(sum(v.sum() for v in parts.values()))
     return total
 
 
@@ -58,7 +59,7 @@ def cost_of(placement, hw, mvms: dict[str, int], rows_of: dict[str, int]) -> dic
         "crossbars": placement.n_crossbars,
         "activations_per_image": int(sum(mvms[n] * s["activations"] for n, s in summary.items())),
         "max_serial_activations": max(serial.values()),
-        "shared_groups": [sorted(g) for g in merged],
+        "shared_groups": sorted(sorted(g) for g in merged),
         "energy_nj": round(_energy_pj(placement, hw, mvms, rows_of) / 1e3, 2),
         "latency_us": {m: round(report[m].latency_us, 2) for m in ("layer_by_layer", "pipelined")},
         "throughput_ips": {m: round(report[m].throughput_ips, 1) for m in ("layer_by_layer", "pipelined")},

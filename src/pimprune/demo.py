@@ -135,7 +135,7 @@ def _table_row(pattern: str, method: str, saliency: str, accuracy: float, model,
 
     layers = extract_layers(model)
     network = pack_network({lay.name: lay.matrix() for lay in layers}, cost.crossbar, scheme).n_crossbars
-    dense = sum(lc.dense for lc in count_network(layers, cost.crossbar, schemes=("dense",)).layers)
+    dense = count_network(layers, cost.crossbar, schemes=("dense",)).total("dense")
     return {
         "pattern": pattern, "method": method, "saliency": saliency, "accuracy": accuracy,
         "crossbars": cost.crossbars, "compression": dense / cost.crossbars,

@@ -236,24 +236,24 @@ class _PruneRun:
         floor = 1e-6 * max(weights.values())  # a layer that never runs on the input still costs a little
         return {n: max(w, floor) for n, w in weights.items()}
 
-    def _hardware(self, plain: nn.Module, scheme: str) -> dict:
+    def _hardware(self, plain: nn.Module, layers: list, scheme: str) -> dict:
         """Energy and latency per inference of the pruned model (the hardware preset), for the result."""
         from pimprune.hardware.cost import network_cost
         from pimprune.hardware.model import load_preset
 
         cost = network_cost(plain, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
-                            tuple(self.ctx.example.shape[1:]))
+                            tuple(self.ctx.example.shape[1:]), layers=layers)
         return {"preset": self.prune.hardware, "energy_nj": round(cost.energy_nj, 4),
                 "area_mm2": round(cost.area_mm2, 6), "latency_us": round(cost.latency_us, 3)}
 
-    def _network_packing(self, plain: nn.Module, scheme: str) -> dict | None:
+    def _network_packing(self, layers: list, scheme: str) -> dict | None:
         """Crossbars of the network-wide placement (written as ``placement.json`` by rank 0)."""
         if self.prune.packing != "network":
             return None
         from pimprune.mapping.network import pack_network
         from pimprune.training.checkpoint import save_json
 
-        placement = pack_network({lay.name: lay.matrix() for lay in extract_layers(plain)},
+        placement = pack_network({lay.name: lay.matrix() for lay in layers},
                                  self.choice.target.crossbar, scheme)
         if self.ctx.rt.is_main:
             save_json(placement.as_json(), self.ctx.out / "placement.json")
@@ -372,9 +372,10 @@ class _PruneRun:
     def _result(self, ck: Checkpointer, test: dict, plain: nn.Module, t0: float) -> dict:
         ctx, prune, method = self.ctx, self.prune, self.method
         xbar, scheme = self.choice.target.crossbar, self.projector.pattern.scheme
-        counts = count_network(extract_layers(plain), xbar)
+        layers = extract_layers(plain)
+        counts = count_network(layers, xbar)
         projection = ck.state["projection"]
-        network = self._network_packing(plain, scheme)
+        network = self._network_packing(layers, scheme)
         if network is not None:
             network["compression"] = json_ratio(counts.total("dense") / max(network["crossbars"], 1))
         prune_key = method.name if method.trains_while_pruning else "prune"
@@ -394,7 +395,7 @@ class _PruneRun:
             compression_conv=json_ratio(counts.compression(scheme, "conv")),
             packing_bound=counts.bound(), target_compression=prune.target_compression,
             packing=prune.packing, network_packing=network, objective=prune.objective,
-            hardware=self._hardware(plain, scheme),
+            hardware=self._hardware(plain, layers, scheme),
             epochs={"dense": self.dense_epochs, prune_key: self.epochs[0], "retrain": self.epochs[1]},
             silenced_outputs=projection["silenced_outputs"], budgets=projection["budgets"],
             layers=[lc.as_dict() for lc in counts.layers],

@@ -1235,7 +1235,7 @@ def load_loaders(
     if definition.load is None:
         assert definition.make_loaders is not None
         if opts.validation:
-            raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
+            _no_validation_split(name)
         return definition.make_loaders(req, opts)
     splits = {}
     for split, limit in (("train", opts.limit_train), ("test", opts.limit_test)):
@@ -1290,6 +1290,10 @@ def _tensor_loaders(
     return train_loader, test_loader, info
 
 
+def _no_validation_split(name: str) -> None:
+    raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
+
+
 def make_validation_loader(
     name: str,
     batch_size: int,
@@ -1308,7 +1312,7 @@ def make_validation_loader(
     """
     definition = DATASETS.get(name)
     if definition.load is None:
-        raise ConfigError(f"a validation split is not available for the streamed dataset {name!r}; drop it")
+        _no_validation_split(name)
     images, labels = definition.load("train", data_request(data_dir, False, synthetic))
     held = validation_split(len(labels), validation)[1]
     return TensorLoader(
