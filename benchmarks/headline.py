@@ -107,9 +107,36 @@ def _unstructured_target(args, kept: int) -> float:
     return round(hi, 4)
 
 
+def _parse(name: str) -> list[str]:
+    """``name`` split at ``@`` and checked; a bad name is a one-line ConfigError."""
+    import dataclasses
+
+    from pimprune.config import PruneConfig
+    from pimprune.errors import ConfigError
+
+    parts = name.split("@")
+    bad = ConfigError(f"run name {name!r} must be control[@RECIPE], capacity@PATTERN@TARGET[@RECIPE] or "
+                      f"RECIPE@PATTERN@TARGET[@FIELD=VALUE...] with RECIPE one of {', '.join(RECIPES)}")
+    recipes = [parts[1] if parts[0] == "control" and len(parts) > 1 else None,
+               parts[3] if parts[0] == "capacity" and len(parts) > 3 else None,
+               parts[0] if parts[0] not in ("control", "capacity") else None]
+    if any(r is not None and r not in RECIPES for r in recipes):
+        raise bad
+    if parts[0] != "control":
+        try:
+            float(parts[2])
+        except (IndexError, ValueError):
+            raise bad from None
+    if parts[0] not in ("control", "capacity"):
+        names = {f.name for f in dataclasses.fields(PruneConfig)}
+        if any("=" not in f or f.split("=", 1)[0] not in names for f in parts[3:]):
+            raise bad
+    return parts
+
+
 def run_one(args, name: str) -> dict:
     out = Path(args.out)
-    parts = name.split("@")
+    parts = _parse(name)
     if parts[0] == "control":
         fields = _fields(args, RECIPES[parts[1] if len(parts) > 1 else "ft"], "subrow", 1.0)
     elif parts[0] == "capacity":
@@ -165,6 +192,10 @@ def publish(args, pairs: str, dest: Path = Path("results/headline")) -> None:
     import shutil
 
     for pair in (p for p in pairs.split(",") if p.strip()):
+        if "=" not in pair:
+            from pimprune.errors import ConfigError
+
+            raise ConfigError(f"--publish takes FOLDER=RUN pairs, got {pair!r}")
         folder, run = pair.split("=", 1)
         src = Path(args.out) / run
         if not (src / "result.json").exists():
@@ -178,8 +209,11 @@ def publish(args, pairs: str, dest: Path = Path("results/headline")) -> None:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    for name in names:  # every name checked before anything is written
+        _parse(name)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    for name in (n.strip() for n in args.runs.split(",") if n.strip()):
+    for name in names:
         run_one(args, name)
     table(args)
     publish(args, args.publish)
