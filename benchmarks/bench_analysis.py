@@ -35,9 +35,9 @@ from harness import json_main, time_call
 
 from pimprune.geometry import grid
 from pimprune.hardware.model import load_preset
-from pimprune.hardware.sweep import ProjectionPruner, load_sweep_model, run_sweep
 from pimprune.mapping.counting import SCHEMES, count_geometries
 from pimprune.mapping.matrices import extract_layers
+from pimprune.workflows.sweep import ProjectionPruner, load_sweep_model, run_sweep
 
 SIDES = [32, 64, 128, 256, 512]
 

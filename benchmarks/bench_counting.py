@@ -30,10 +30,10 @@ import torch
 from harness import json_main, time_call
 
 from pimprune.geometry import Crossbar, grid
-from pimprune.hardware.sweep import load_sweep_model
 from pimprune.mapping.counting import SCHEMES, count_geometries, dense_count
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
 from pimprune.pruning.patterns import get_pattern
+from pimprune.workflows.sweep import load_sweep_model
 
 SIDES = [32, 64, 128, 256, 512]
 #: Keep probability of the random masks.

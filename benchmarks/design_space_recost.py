@@ -26,11 +26,11 @@ from harness import script_main  # noqa: E402
 
 def _masks(point: dict, table: dict, dense: str, limit_train: int) -> tuple[torch.nn.Module, object]:
     """The dense model with the one-shot masks of ``point`` applied (as its run made them)."""
-    from pimprune.config import PruneConfig, RunConfig
-    from pimprune.pipeline import _PruneChoice, _PruneRun
     from pimprune.pruning.masking import apply_masks
     from pimprune.training.runtime import init_runtime
-    from pimprune.training.stages import prepare
+    from pimprune.workflows.config import PruneConfig, RunConfig
+    from pimprune.workflows.pipeline import _PruneChoice, _PruneRun
+    from pimprune.workflows.stages import prepare
 
     epochs = table["epochs"]
     run = RunConfig(dataset="fashion-mnist", limit_train=limit_train, out="/nonexistent/recost", epochs=0,

@@ -92,10 +92,10 @@ def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
     """The result of the finished run in ``folder``, else ``run_prune`` there (continuing a killed run).
 
     ``args`` carries the options of :func:`add_prune_run_args`; ``prune`` the
-    :class:`pimprune.pipeline.PruneConfig` fields of this run (pattern, crossbar, target...).
+    :class:`pimprune.workflows.pipeline.PruneConfig` fields of this run (pattern, crossbar, target...).
     """
-    from pimprune.pipeline import PruneConfig, RunConfig, run_prune
     from pimprune.training.loops import Execution, OptimConfig
+    from pimprune.workflows.pipeline import PruneConfig, RunConfig, run_prune
 
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())

@@ -4,7 +4,7 @@ Every run starts from the shipped dense model (or ``--dense``), trains on ``--li
 ``--validation`` training images held out (a fixed split), and gets the same number of epochs
 (``--epochs``, pruning + retraining). A run is named ``RECIPE@PATTERN@TARGET[@FIELD=VALUE...]``, for
 example ``ft@subrow@16``, ``kd-rewind@crossbar@4`` or ``kd@subrow@40@packing=network`` (extra
-:class:`pimprune.config.PruneConfig` string fields); ``control`` is the dense model given the same recipe with
+:class:`pimprune.workflows.config.PruneConfig` string fields); ``control`` is the dense model given the same recipe with
 nothing pruned, and ``capacity@subrow@16`` is unstructured pruning (global magnitude, first conv and
 classifier dense) keeping as many weights as the finished ``<best recipe>@subrow@16`` run.
 
@@ -111,8 +111,8 @@ def _parse(name: str) -> list[str]:
     """``name`` split at ``@`` and checked; a bad name is a one-line ConfigError."""
     import dataclasses
 
-    from pimprune.config import PruneConfig
     from pimprune.errors import ConfigError
+    from pimprune.workflows.config import PruneConfig
 
     parts = name.split("@")
     bad = ConfigError(f"run name {name!r} must be control[@RECIPE], capacity@PATTERN@TARGET[@RECIPE] or "

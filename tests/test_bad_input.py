@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from pimprune.cli import build_parser, main
 from pimprune.errors import GeometryError
-from pimprune.pipeline import CHECKPOINT_FORMAT
 from pimprune.training.checkpoint import save_model, save_tensors
 from pimprune.training.models import ModelSpec, create_model
+from pimprune.workflows.pipeline import CHECKPOINT_FORMAT
 
 DATA = ["--dataset", "synthetic", "--limit-train", "32", "--limit-test", "32", "--batch-size", "16"]
 MODEL = ["--model", "resnet18", "--width", "0.125", "--stem-stride", "2"]

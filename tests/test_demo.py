@@ -2,8 +2,8 @@ import json
 
 import torch
 
-from pimprune.demo import DemoConfig, dense_checkpoint, run_demo
 from pimprune.training.checkpoint import load_model
+from pimprune.workflows.demo import DemoConfig, dense_checkpoint, run_demo
 
 
 def test_shipped_dense_checkpoint_loads_safely():

@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from pimprune.cli import main
-from pimprune.pipeline import RANK_DUMP_ENV
 from pimprune.training.checkpoint import load_model
 from pimprune.training.data import FolderLoader, TensorLoader, make_loaders
 from pimprune.training.loops import evaluate, real_samples
+from pimprune.workflows.pipeline import RANK_DUMP_ENV
 
 # 512 synthetic training images, 255 test images (odd, so that 2 shards need
 # one padding sample), 8 steps per epoch in both runs: the 2-process run uses

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pimprune import pipeline
 from pimprune.errors import ConfigError
-from pimprune.pipeline import METHODS, PruneConfig, auto_method
 from pimprune.pruning import methods
+from pimprune.workflows import pipeline
+from pimprune.workflows.pipeline import METHODS, PruneConfig, auto_method
 
 
 def test_auto_method_takes_the_largest_measured_budget_not_above(monkeypatch):
@@ -100,7 +100,7 @@ def test_cli_defaults_and_choices_come_from_the_configs_and_registries():
     from pimprune.cli import build_parser
     from pimprune.cli.common import run_config
     from pimprune.cli.prune_cmd import prune_config
-    from pimprune.config import RunConfig
+    from pimprune.workflows.config import RunConfig
 
     parser = build_parser()
     args = parser.parse_args(["prune", "--out", "x"])

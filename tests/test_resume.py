@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import pimprune.pipeline as pipeline
-import pimprune.training.stages as stages
+import pimprune.workflows.pipeline as pipeline
+import pimprune.workflows.stages as stages
 from pimprune.cli import main
 from pimprune.errors import CheckpointError
 from pimprune.training.checkpoint import atomic_write, load_tensors, remove_stale_temps, save_tensors

@@ -12,7 +12,10 @@ from pimprune.cli import main
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar, grid
 from pimprune.hardware.model import HardwareConfig
-from pimprune.hardware.sweep import (
+from pimprune.mapping.counting import count
+from pimprune.mapping.matrices import extract_layers
+from pimprune.pruning.budgets import Projector, PruneTarget
+from pimprune.workflows.sweep import (
     ProjectionPruner,
     Pruned,
     load_sweep_model,
@@ -21,9 +24,6 @@ from pimprune.hardware.sweep import (
     sweet_spots,
     write_outputs,
 )
-from pimprune.mapping.counting import count
-from pimprune.mapping.matrices import extract_layers
-from pimprune.pruning.budgets import Projector, PruneTarget
 
 SHAPE = (3, 8, 8)
 EXAMPLE = torch.zeros(1, *SHAPE)
@@ -268,7 +268,7 @@ def test_write_outputs(tmp_path):
 
 
 def test_retrained_hook(monkeypatch, tmp_path):
-    import pimprune.pipeline as pipeline
+    import pimprune.workflows.pipeline as pipeline
     from pimprune.training.checkpoint import save_model
     from pimprune.training.models import ModelSpec, create_model
 
@@ -307,7 +307,7 @@ def test_retrained_hook(monkeypatch, tmp_path):
 
 
 def test_retrained_mode_without_pipeline(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pimprune.pipeline", None)
+    monkeypatch.setitem(sys.modules, "pimprune.workflows.pipeline", None)
     with pytest.raises(ConfigError, match="retrained mode needs"):
         retrained_pruner("resnet20", "subrow", "out", compression_for=lambda x: 2.0)
 

@@ -18,7 +18,7 @@ from pimprune.errors import ConfigError, PimpruneError
 
 #: Sub-command name -> module inside ``pimprune.cli``.
 COMMANDS: dict[str, str] = {
-    "demo": "demo",
+    "demo": "demo_cmd",
     "map": "map_cmd",
     "train": "train_cmd",
     "prune": "prune_cmd",

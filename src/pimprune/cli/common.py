@@ -96,9 +96,9 @@ def add_optim_args(p: argparse.ArgumentParser, lr: float = 0.1) -> None:
 
 
 def run_config(args: argparse.Namespace, epochs: int):
-    """Build a :class:`pimprune.config.RunConfig` from parsed arguments."""
-    from pimprune.config import RunConfig
+    """Build a :class:`pimprune.workflows.config.RunConfig` from parsed arguments."""
     from pimprune.training.loops import Execution, OptimConfig
+    from pimprune.workflows.config import RunConfig
 
     out = args.out
     if out is not None and not out.strip():
@@ -120,8 +120,8 @@ def field_default(cls: type, name: str) -> Any:
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """A dataclass config from the parsed arguments named like its fields (:func:`pimprune.config.from_fields`)."""
-    from pimprune.config import from_fields
+    """A dataclass config from the parsed arguments named like its fields (``workflows.config.from_fields``)."""
+    from pimprune.workflows.config import from_fields
 
     return from_fields(cls, args, **overrides)
 

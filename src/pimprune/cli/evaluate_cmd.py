@@ -24,8 +24,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate."""
-    from pimprune.pipeline import RunConfig, run_evaluate
     from pimprune.training.runtime import is_main_rank
+    from pimprune.workflows.pipeline import RunConfig, run_evaluate
 
     run_cfg = config_from_args(RunConfig, args, augment=False)
     res = run_evaluate(args.checkpoint, run_cfg)

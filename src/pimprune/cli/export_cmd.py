@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the files."""
     from pimprune.hardware.export import export_neurosim
-    from pimprune.hardware.sweep import load_sweep_model
+    from pimprune.workflows.sweep import load_sweep_model
 
     xbar = Crossbar.parse(args.crossbar)  # a bad geometry: one line before any work
     model, label, shape = load_sweep_model(

@@ -1,6 +1,6 @@
 """``pimprune prune``: prune to a crossbar budget and retrain with masks.
 
-The options are bound to :class:`pimprune.config.PruneConfig` fields: their
+The options are bound to :class:`pimprune.workflows.config.PruneConfig` fields: their
 defaults come from it, the names they accept from the registries (patterns,
 allocations, pruning methods, saliencies).
 """
@@ -23,13 +23,13 @@ from pimprune.cli.common import (
     positive_int,
     run_config,
 )
-from pimprune.config import PruneConfig, RunConfig
 from pimprune.hardware.objective import OBJECTIVES
 from pimprune.pruning.admm import ADMMConfig
 from pimprune.pruning.budgets import ALLOCATIONS, PACKINGS
 from pimprune.pruning.methods import method_choices
 from pimprune.pruning.patterns import PATTERNS
 from pimprune.pruning.saliency import AUTO, SALIENCIES
+from pimprune.workflows.config import PruneConfig, RunConfig
 
 DESCRIPTION = (
     "Prune with a crossbar-aligned pattern (PIM-Prune's subrow by default) or a "
@@ -132,7 +132,7 @@ def add_parser(sub) -> None:
 
 
 def prune_config(args: argparse.Namespace) -> PruneConfig:
-    """Build a :class:`pimprune.config.PruneConfig` from parsed arguments."""
+    """Build a :class:`pimprune.workflows.config.PruneConfig` from parsed arguments."""
     keep = tuple(k.strip() for k in args.keep_dense.split(",") if k.strip() and k.strip() != "none")
     admm = ADMMConfig(rho=args.rho, rho_final=max(args.rho_final, args.rho))
     return config_from_args(PruneConfig, args, keep_dense=keep, admm=admm)
@@ -140,7 +140,7 @@ def prune_config(args: argparse.Namespace) -> PruneConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Prune."""
-    from pimprune.pipeline import run_prune
+    from pimprune.workflows.pipeline import run_prune
 
     prune = prune_config(args)
     run_prune(run_config(args, args.dense_epochs), prune)

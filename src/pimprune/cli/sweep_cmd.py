@@ -122,7 +122,7 @@ def geometries_from_args(args: argparse.Namespace) -> list[Crossbar]:
 
 
 def _criterion(args: argparse.Namespace) -> dict[str, float]:
-    from pimprune.hardware.sweep import DEFAULT_KEEP_ENERGY
+    from pimprune.workflows.sweep import DEFAULT_KEEP_ENERGY
 
     if args.target_compression is not None:
         t = args.target_compression
@@ -138,7 +138,8 @@ def _criterion(args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and report it."""
     from pimprune.cli.hardware_cmd import resolve_hardware
-    from pimprune.hardware.sweep import (
+    from pimprune.pruning.patterns import get_pattern
+    from pimprune.workflows.sweep import (
         ProjectionPruner,
         format_table,
         load_sweep_model,
@@ -146,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
         run_sweep,
         write_outputs,
     )
-    from pimprune.pruning.patterns import get_pattern
 
     geometries = geometries_from_args(args)
     criterion = _criterion(args)

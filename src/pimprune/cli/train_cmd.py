@@ -13,7 +13,7 @@ from pimprune.cli.common import (
     nonneg_int,
     run_config,
 )
-from pimprune.config import RunConfig
+from pimprune.workflows.config import RunConfig
 
 
 def add_parser(sub) -> None:
@@ -34,8 +34,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train."""
-    from pimprune.pipeline import run_train
     from pimprune.training.runtime import is_main_rank
+    from pimprune.workflows.pipeline import run_train
 
     result = run_train(run_config(args, args.epochs))
     if is_main_rank():

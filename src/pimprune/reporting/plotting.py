@@ -1,6 +1,6 @@
 """Plots of a crossbar sweep (matplotlib, Agg backend, imported only when plotting).
 
-:func:`plot_sweep` takes the dictionary of :meth:`pimprune.hardware.sweep.SweepResult.as_dict`
+:func:`plot_sweep` takes the dictionary of :meth:`pimprune.workflows.sweep.SweepResult.as_dict`
 (or a loaded ``sweep.json``) and writes two figures:
 
 - ``sweep_energy.png``: energy per inference and occupied crossbars against the

@@ -2,7 +2,7 @@
 
 Small, explicit building blocks: :class:`OptimConfig`, :func:`make_optimizer`,
 :func:`train_epoch` and :func:`evaluate`. The pruning pipeline
-(:mod:`pimprune.pipeline`) strings them together with checkpoints; a user with
+(:mod:`pimprune.workflows.pipeline`) strings them together with checkpoints; a user with
 an own loop only needs :class:`pimprune.pruning.admm.ADMM` and
 :mod:`pimprune.pruning.masking`.
 """

@@ -34,9 +34,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from pimprune.demo import DemoConfig, run_demo
     from pimprune.geometry import Crossbar
     from pimprune.pruning.patterns import PATTERNS
+    from pimprune.workflows.demo import DemoConfig, run_demo
 
     patterns = tuple(p.strip() for p in args.patterns.split(",") if p.strip())
     for p in patterns:

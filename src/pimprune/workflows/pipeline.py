@@ -42,8 +42,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pimprune.config import FREE_ON_RESUME as _FREE_ON_RESUME  # noqa: F401 - re-exported
-from pimprune.config import PruneConfig, RunConfig, config_dict, run_identity
 from pimprune.errors import CheckpointError
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import count_network
@@ -72,7 +70,9 @@ from pimprune.training.checkpoint import (  # noqa: F401 - CHECKPOINT, RESULT re
 )
 from pimprune.training.loops import Distillation, evaluate, recalibrate_batchnorm  # noqa: F401
 from pimprune.training.runtime import init_runtime
-from pimprune.training.stages import (  # noqa: F401 - CHECKPOINT_FORMAT, RANK_DUMP_ENV re-exported
+from pimprune.workflows.config import FREE_ON_RESUME as _FREE_ON_RESUME  # noqa: F401 - re-exported
+from pimprune.workflows.config import PruneConfig, RunConfig, config_dict, run_identity
+from pimprune.workflows.stages import (  # noqa: F401 - CHECKPOINT_FORMAT, RANK_DUMP_ENV re-exported
     CHECKPOINT_FORMAT,
     RANK_DUMP_ENV,
     Checkpointer,

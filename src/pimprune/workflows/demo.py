@@ -93,7 +93,7 @@ def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
 
 def _configs(cfg: DemoConfig, pattern: str, spec: dict, data: tuple[str, str | None], out: Path) -> tuple:
     """The run and prune configurations of one pattern (the shipped dense model, no dense epochs)."""
-    from pimprune.pipeline import PruneConfig, RunConfig
+    from pimprune.workflows.pipeline import PruneConfig, RunConfig
 
     dataset, data_dir = data
     run = RunConfig(
@@ -111,7 +111,7 @@ def _configs(cfg: DemoConfig, pattern: str, spec: dict, data: tuple[str, str | N
 
 def _prune_patterns(cfg: DemoConfig, spec: dict, data: tuple[str, str | None], cost_of, out: Path) -> list[tuple]:
     """Prune with every pattern; ``(pattern, result, cost, model)`` rows, models copied to ``out/models``."""
-    from pimprune.pipeline import run_prune
+    from pimprune.workflows.pipeline import run_prune
 
     rows = []
     work = Path(tempfile.mkdtemp(prefix="pimprune-demo-"))

@@ -16,7 +16,7 @@ Modes:
     mapped layers (found by bisection over the budget, i.e. over the target
     compression), or a fixed ``target_compression``.
 ``retrained``
-    Each geometry is pruned and retrained by :func:`pimprune.pipeline.run_prune`
+    Each geometry is pruned and retrained by :func:`pimprune.workflows.pipeline.run_prune`
     (slow; for a few geometries).
 
 Both modes plug into :func:`run_sweep` as a :data:`Pruner`, a function from a
@@ -344,7 +344,7 @@ def retrained_pruner(
     run_options: Mapping[str, Any] | None = None,
     prune_options: Mapping[str, Any] | None = None,
 ) -> Pruner:
-    """The ``retrained`` mode: :func:`pimprune.pipeline.run_prune` for each geometry.
+    """The ``retrained`` mode: :func:`pimprune.workflows.pipeline.run_prune` for each geometry.
 
     Args:
         model_source: Model name, or a dense checkpoint (used as ``PruneConfig.dense``).
@@ -352,18 +352,18 @@ def retrained_pruner(
         out_dir: Each geometry runs in ``out_dir/RxC``.
         compression_for: Target compression of each geometry (e.g. from the projection
             criterion).
-        run_options: Extra :class:`pimprune.pipeline.RunConfig` fields (dataset, epochs...).
-        prune_options: Extra :class:`pimprune.pipeline.PruneConfig` fields (epochs, method...).
+        run_options: Extra :class:`pimprune.workflows.pipeline.RunConfig` fields (dataset, epochs...).
+        prune_options: Extra :class:`pimprune.workflows.pipeline.PruneConfig` fields (epochs, method...).
 
     Raises:
         ConfigError: if the training pipeline is not available.
     """
     try:
-        pipeline = importlib.import_module("pimprune.pipeline")
+        pipeline = importlib.import_module("pimprune.workflows.pipeline")
         from pimprune.training.checkpoint import load_model
     except ImportError:
         raise ConfigError(
-            "retrained mode needs pimprune.pipeline (the train/prune pipeline); run the sweep without --retrain"
+            "retrained mode needs pimprune.workflows.pipeline; run the sweep without --retrain"
         ) from None
     is_checkpoint = Path(model_source).exists() or model_source.endswith(".pt")
     if is_checkpoint:

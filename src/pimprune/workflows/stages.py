@@ -1,6 +1,6 @@
 """The training machinery every run shares: context, checkpointed stages, result files.
 
-A run (``pimprune train`` or ``prune``, :mod:`pimprune.pipeline`) is a sequence
+A run (``pimprune train`` or ``prune``, :mod:`pimprune.workflows.pipeline`) is a sequence
 of *stages* (``dense``, a pruning method's epochs, ``retrain``). :func:`run_stage`
 trains one with an atomic ``checkpoint.pt`` after each epoch
 (:class:`Checkpointer`), and resumes inside it; :func:`prepare` checks the output
@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from pimprune.config import RunConfig, from_fields
 from pimprune.errors import CheckpointError, TrainingError
 from pimprune.pruning.masking import apply_masks, get_masks
 from pimprune.training.checkpoint import (
@@ -41,6 +40,7 @@ from pimprune.training.checkpoint import (
 )
 from pimprune.training.loops import OptimConfig, evaluate, make_optimizer, seed_everything, train_epoch
 from pimprune.training.runtime import Runtime, provenance
+from pimprune.workflows.config import RunConfig, from_fields
 
 #: Version of the layout of ``checkpoint.pt``; other versions are not resumed.
 CHECKPOINT_FORMAT = 2
