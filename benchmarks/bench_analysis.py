@@ -34,7 +34,7 @@ import torch
 from harness import json_main, time_call
 
 from pimprune.geometry import grid
-from pimprune.hardware.model import load_preset
+from pimprune.hardware.config import load_preset
 from pimprune.mapping.counting import SCHEMES, count_geometries
 from pimprune.mapping.matrices import extract_layers
 from pimprune.workflows.sweep import ProjectionPruner, load_sweep_model, run_sweep

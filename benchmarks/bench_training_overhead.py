@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from pimprune.geometry import Crossbar
 from pimprune.pruning.admm import ADMM, ADMMConfig
-from pimprune.pruning.budgets import Projector, PruneTarget
 from pimprune.pruning.masking import apply_masks
+from pimprune.pruning.projector import Projector
+from pimprune.pruning.target import PruneTarget
 from pimprune.training.models import ModelSpec, create_model
 
 

@@ -25,8 +25,8 @@ from harness import add_prune_run_args, cached_prune, numbers, script_main
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
+from pimprune.hardware.config import load_preset
 from pimprune.hardware.cost import network_cost
-from pimprune.hardware.model import load_preset
 from pimprune.pruning.patterns import get_pattern
 from pimprune.training.checkpoint import load_model, save_json, save_text
 from pimprune.training.runtime import provenance

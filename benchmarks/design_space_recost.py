@@ -29,7 +29,7 @@ def _masks(point: dict, table: dict, dense: str, limit_train: int) -> tuple[torc
     from pimprune.pruning.masking import apply_masks
     from pimprune.training.runtime import init_runtime
     from pimprune.workflows.config import PruneConfig, RunConfig
-    from pimprune.workflows.pipeline import _PruneChoice, _PruneRun
+    from pimprune.workflows.pipeline import PruneChoice, PruneRun
     from pimprune.workflows.stages import prepare
 
     epochs = table["epochs"]
@@ -40,7 +40,7 @@ def _masks(point: dict, table: dict, dense: str, limit_train: int) -> tuple[torc
                         retrain_epochs=epochs["retrain"], bn_recalibrate=0)
     rt = init_runtime("cpu")
     try:
-        job = _PruneRun(prepare(run, rt), prune, _PruneChoice.of(prune))
+        job = PruneRun(prepare(run, rt), prune, PruneChoice.of(prune))
         s = job.session
         s.projector.retarget(s.target)
         apply_masks(job.model, s.project(s.weights(), s.factors_at(s.first_epoch + s.prune_epochs)))
@@ -50,9 +50,9 @@ def _masks(point: dict, table: dict, dense: str, limit_train: int) -> tuple[torc
 
 
 def main(argv=None) -> int:
+    from pimprune.hardware.config import load_preset, with_overrides
     from pimprune.hardware.cost import network_cost
     from pimprune.hardware.latency import network_latency
-    from pimprune.hardware.model import load_preset, with_overrides
     from pimprune.pruning.masking import remove_masks
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -95,7 +95,8 @@ def cached_prune(args: argparse.Namespace, folder: Path, **prune: Any) -> dict:
     :class:`pimprune.workflows.pipeline.PruneConfig` fields of this run (pattern, crossbar, target...).
     """
     from pimprune.training.loops import Execution, OptimConfig
-    from pimprune.workflows.pipeline import PruneConfig, RunConfig, run_prune
+    from pimprune.workflows.config import PruneConfig, RunConfig
+    from pimprune.workflows.pipeline import run_prune
 
     if (folder / "result.json").exists():
         return json.loads((folder / "result.json").read_text())

@@ -1,54 +1,40 @@
-"""Issue-10 protocol: long-schedule recipes, ablations and the headline ladder, chosen on a validation split.
+"""Headline protocol: long-schedule recipes, ablations, seeds and the headline ladder, chosen on validation.
 
-Every run starts from the shipped dense model (or ``--dense``), trains on ``--limit-train`` images with
-``--validation`` training images held out (a fixed split), and gets the same number of epochs
-(``--epochs``, pruning + retraining). A run is named ``RECIPE@PATTERN@TARGET[@FIELD=VALUE...]``, for
-example ``ft@subrow@16``, ``kd-rewind@crossbar@4`` or ``kd@subrow@40@packing=network`` (extra
-:class:`pimprune.workflows.config.PruneConfig` string fields); ``control`` is the dense model given the same recipe with
-nothing pruned, and ``capacity@subrow@16`` is unstructured pruning (global magnitude, first conv and
-classifier dense) keeping as many weights as the finished ``<best recipe>@subrow@16`` run.
-
-Recipes (all one-shot unless named; ``E`` = ``--epochs``):
-
-- ``ft``: one-shot, masked fine-tuning for E epochs at lr 0.01 (cosine);
-- ``rewind``: learning-rate rewinding (Renda et al. 2020): fine-tuning at the dense model's lr 0.1;
-- ``kd``: ``ft`` with distillation from the dense model (weight 0.9, T 4);
-- ``kd-rewind``: both;
-- ``gradual`` / ``admm``: E/2 pruning epochs (cubic schedule / ADMM, lr 0.01) + E/2 retraining, with kd.
+Every run starts from ``--dense`` (a dense model that never saw the validation images), trains on
+``--limit-train`` images with ``--validation`` training images held out (the fixed split the dense model
+was trained without), and gets the same number of epochs (``--epochs``, pruning + retraining). Run names,
+recipes, seeds and the selection rules are those of :mod:`pimprune.workflows.headline`, e.g.
+``kd@subrow-channel@16``, ``kd@crossbar@8@packing=network@seed=2``, ``control``, ``capacity@subrow@16``.
+``--seeds 0,1,2`` runs every name once per seed.
 
 Finished runs are reused (the folder's result.json); a killed run continues from its checkpoint.
-The table (markdown and JSON) is written to ``--out``. Loss is measured from the better of the
-dense model and the control run, on the test split; choices are made on ``accuracy_val``.
+Written to ``--out``: ``headline.md`` / ``headline.json`` (every run, every family x target cell with
+mean and standard deviation over seeds, and each headline row's choice: the highest compression whose
+mean validation loss is within its bound, with its mean test loss).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import add_prune_run_args, cached_prune, script_main  # noqa: E402
 
+from pimprune.workflows.config import PruneConfig  # noqa: E402
+from pimprune.workflows.headline import (  # noqa: E402
+    References,
+    RunName,
+    cells,
+    headline_table,
+    parse_run_name,
+    with_seeds,
+)
 
-@dataclass(frozen=True)
-class Recipe:
-    method: str = "oneshot"
-    lr: float = 0.01
-    distill: float = 0.0
-    split: bool = False  # half the epochs pruning (gradual / admm), half retraining
-
-
-RECIPES = {
-    "ft": Recipe(),
-    "rewind": Recipe(lr=0.1),
-    "kd": Recipe(distill=0.9),
-    "kd-rewind": Recipe(lr=0.1, distill=0.9),
-    "gradual": Recipe(method="gradual", distill=0.9, split=True),
-    "admm": Recipe(method="admm", distill=0.9, split=True),
-}
+CONFIG_FIELDS = [f.name for f in dataclasses.fields(PruneConfig)]
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -56,8 +42,9 @@ def parse(argv=None) -> argparse.Namespace:
     add_prune_run_args(p)
     p.add_argument("--crossbar", default="32x32")
     p.add_argument("--epochs", type=int, default=30, help="pruning + retraining epochs of every run")
-    p.add_argument("--runs", default="", help="comma-separated run names RECIPE@PATTERN@TARGET, control, "
-                   "capacity@PATTERN@TARGET[@RECIPE]")
+    p.add_argument("--runs", default="", help="comma-separated run names RECIPE@PATTERN@TARGET[@FIELD=VALUE], "
+                   "control, capacity@PATTERN@TARGET[@RECIPE]")
+    p.add_argument("--seeds", default="", help="comma-separated seeds: every run once per seed (default: --seed)")
     p.add_argument("--out", required=True)
     p.add_argument("--publish", default="", help="comma-separated FOLDER=RUN: copy the finished run's model.pt, "
                    "model.json, result.json (and placement.json) to results/headline/FOLDER")
@@ -65,15 +52,8 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fields(args, recipe: Recipe, pattern: str, target: float) -> dict:
-    pe = args.epochs // 2 if recipe.split else 0
-    return dict(pattern=pattern, crossbar=args.crossbar, target_compression=target, method=recipe.method,
-                prune_epochs=pe, retrain_epochs=args.epochs - pe, prune_lr=recipe.lr, retrain_lr=recipe.lr,
-                distill=recipe.distill)
-
-
-def _kept_weights(folder: Path, keep_dense=("first", "last")) -> int:
-    """Non-zero weights of the prunable layers of a finished run's model."""
+def _kept_weights(folder: Path) -> int:
+    """Non-zero weights of the prunable layers (all but the first conv and the classifier) of a finished run."""
     import torch
 
     from pimprune.mapping.matrices import extract_layers
@@ -90,7 +70,8 @@ def _unstructured_target(args, kept: int) -> float:
     import torch
 
     from pimprune.geometry import Crossbar
-    from pimprune.pruning.budgets import Projector, PruneTarget
+    from pimprune.pruning.projector import Projector
+    from pimprune.pruning.target import PruneTarget
     from pimprune.training.checkpoint import load_model
 
     model, meta = load_model(args.dense)
@@ -107,80 +88,86 @@ def _unstructured_target(args, kept: int) -> float:
     return round(hi, 4)
 
 
-def _parse(name: str) -> list[str]:
-    """``name`` split at ``@`` and checked; a bad name is a one-line ConfigError."""
-    import dataclasses
-
-    from pimprune.errors import ConfigError
-    from pimprune.workflows.config import PruneConfig
-
-    parts = name.split("@")
-    bad = ConfigError(f"run name {name!r} must be control[@RECIPE], capacity@PATTERN@TARGET[@RECIPE] or "
-                      f"RECIPE@PATTERN@TARGET[@FIELD=VALUE...] with RECIPE one of {', '.join(RECIPES)}")
-    recipes = [parts[1] if parts[0] == "control" and len(parts) > 1 else None,
-               parts[3] if parts[0] == "capacity" and len(parts) > 3 else None,
-               parts[0] if parts[0] not in ("control", "capacity") else None]
-    if any(r is not None and r not in RECIPES for r in recipes):
-        raise bad
-    if parts[0] != "control":
-        try:
-            float(parts[2])
-        except (IndexError, ValueError):
-            raise bad from None
-    if parts[0] not in ("control", "capacity"):
-        names = {f.name for f in dataclasses.fields(PruneConfig)}
-        if any("=" not in f or f.split("=", 1)[0] not in names for f in parts[3:]):
-            raise bad
-    return parts
-
-
 def run_one(args, name: str) -> dict:
     out = Path(args.out)
-    parts = _parse(name)
-    if parts[0] == "control":
-        fields = _fields(args, RECIPES[parts[1] if len(parts) > 1 else "ft"], "subrow", 1.0)
-    elif parts[0] == "capacity":
-        pattern = parts[1]
-        ref = out / f"{parts[3] if len(parts) > 3 else 'kd'}@{pattern}@{parts[2]}"
+    run: RunName = parse_run_name(name, CONFIG_FIELDS)
+    seeded = argparse.Namespace(**{**vars(args), "seed": run.seed})
+    if run.kind == "control":
+        fields = dataclasses.replace(run, pattern="subrow", target=1.0).prune_fields(args.epochs, args.crossbar)
+    elif run.kind == "capacity":
+        ref = out / f"{run.recipe}@{run.pattern}@{run.target:g}" + (f"@seed={run.seed}" if run.seed else "")
         if not (ref / "result.json").exists():
             raise SystemExit(f"error: {name} needs the finished run {ref}")
-        fields = _fields(args, RECIPES[parts[3] if len(parts) > 3 else "kd"], "unstructured",
-                         _unstructured_target(args, _kept_weights(ref)))
+        target = _unstructured_target(args, _kept_weights(ref))
+        fields = dataclasses.replace(run, pattern="unstructured", target=target).prune_fields(
+            args.epochs, args.crossbar)
         fields["saliency"] = "magnitude"
     else:
-        fields = _fields(args, RECIPES[parts[0]], parts[1], float(parts[2]))
-        fields.update({k: v for k, v in (p.split("=", 1) for p in parts[3:])})  # e.g. packing=network
-    return cached_prune(args, out / name, **fields)
+        fields = run.prune_fields(args.epochs, args.crossbar)
+    return cached_prune(seeded, out / name, **fields)
 
 
-def _row(name: str, r: dict, ref: float) -> dict:
+def _run_row(name: str, r: dict, ref: References) -> dict:
     return {
         "run": name, "pattern": r["pattern"], "target": r["target_compression"], "compression": r["compression"],
         "network_compression": (r.get("network_packing") or {}).get("compression"),
-        "energy_nj": (r.get("hardware") or {}).get("energy_nj"),
-        "crossbars": r["crossbars_pruned"], "val": r.get("accuracy_val"), "test": r["accuracy_pruned"],
-        "loss_points": round(100 * (ref - r["accuracy_pruned"]), 2), "epochs": r["epochs"],
+        "energy_nj": (r.get("hardware") or {}).get("energy_nj"), "crossbars": r["crossbars_pruned"],
+        "val": r.get("accuracy_val"), "test": r["accuracy_pruned"], "seed": r.get("seed"),
+        "val_loss": None if r.get("accuracy_val") is None else round(100 * (ref.val - r["accuracy_val"]), 2),
+        "loss_points": round(100 * (ref.test - r["accuracy_pruned"]), 2), "epochs": r["epochs"],
         "wall_time_s": r["wall_time_s"],
     }
+
+
+def _fmt(mean, std) -> str:
+    return "-" if mean is None else f"{mean:.2f} +- {std:.2f}"
+
+
+def _markdown(runs: list[dict], all_cells, chosen: list[dict]) -> list[str]:
+    lines = ["## Headline rows (chosen on validation; test loss over seeds)", "",
+             "| row | bound (pt) | chosen | compression | network packing | seeds | val loss | test loss | claims |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for h in chosen:
+        c = h["chosen"]
+        if c is None:
+            lines.append(f"| {h['row']} | {h['bound']} | none within the bound | | | | | | no |")
+            continue
+        lines.append(f"| {h['row']} | {h['bound']} | {c['family']} @ {c['target']:g} | {c['compression']} | "
+                     f"{c['network_compression'] or '-'} | {c['seeds']} | "
+                     f"{_fmt(c['val_loss_mean'], c['val_loss_std'])} | {_fmt(c['test_loss_mean'], c['test_loss_std'])}"
+                     f" | {'yes' if h['claims_bound'] else 'no'} |")
+    lines += ["", "## Cells (family x target, mean +- std over seeds, losses in points)", "",
+              "| family | target | compression | network packing | crossbars | seeds | val loss | test loss |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in (c.as_dict() for c in all_cells):
+        lines.append(f"| {c['family']} | {c['target']:g} | {c['compression']} | {c['network_compression'] or '-'} | "
+                     f"{c['crossbars']} | {c['seeds']} | {_fmt(c['val_loss_mean'], c['val_loss_std'])} | "
+                     f"{_fmt(c['test_loss_mean'], c['test_loss_std'])} |")
+    lines += ["", "## Runs", "", "| run | pattern | compression | crossbars | network packing | val acc | test acc | "
+              "val loss | test loss | energy nJ | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["pattern"], r["compression"] or 0, r["run"])):
+        lines.append(f"| {r['run']} | {r['pattern']} | {r['compression']} | {r['crossbars']} | "
+                     f"{r['network_compression'] or '-'} | {r['val']} | {r['test']} | {r['val_loss']} | "
+                     f"{r['loss_points']} | {r['energy_nj'] or '-'} | {r['wall_time_s']} |")
+    return lines
 
 
 def table(args) -> dict:
     out = Path(args.out)
     results = {d.name: json.loads((d / "result.json").read_text()) for d in sorted(out.iterdir())
                if (d / "result.json").exists()}
-    dense = next(iter(results.values()))["accuracy_dense"] if results else None
-    control = results.get("control", {}).get("accuracy_pruned")
-    ref = max(a for a in (dense, control) if a is not None) if results else None
-    rows = [_row(n, r, ref) for n, r in results.items()]
-    summary = {"reference_accuracy": ref, "dense_accuracy": dense, "control_accuracy": control,
-               "epochs_per_run": args.epochs, "limit_train": args.limit_train, "validation": args.validation,
-               "crossbar": args.crossbar, "rows": rows}
-    lines = ["| run | pattern | compression (per layer) | crossbars | network packing | val acc | test acc | "
-             "loss (pt) | energy nJ | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["pattern"], r["compression"] or 0, r["run"])):
-        lines.append(f"| {r['run']} | {r['pattern']} | {r['compression']} | {r['crossbars']} | "
-                     f"{r['network_compression'] or '-'} | {r['val']} | {r['test']} | {r['loss_points']} | "
-                     f"{r['energy_nj'] or '-'} | {r['wall_time_s']} |")
+    if not results:
+        return {}
+    ref = References.from_results(results)
+    runs = [_run_row(n, r, ref) for n, r in results.items()]
+    all_cells = cells(results, CONFIG_FIELDS, ref)
+    chosen = headline_table(all_cells)
+    first = next(iter(results.values()))
+    summary = {"reference": dataclasses.asdict(ref), "dense_accuracy": first["accuracy_dense"],
+               "dense_accuracy_val": first.get("accuracy_dense_val"), "epochs_per_run": args.epochs,
+               "limit_train": args.limit_train, "validation": args.validation, "crossbar": args.crossbar,
+               "headline": chosen, "cells": [c.as_dict() for c in all_cells], "runs": runs}
+    lines = _markdown(runs, all_cells, chosen)
     (out / "headline.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "headline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -192,10 +179,6 @@ def publish(args, pairs: str, dest: Path = Path("results/headline")) -> None:
     import shutil
 
     for pair in (p for p in pairs.split(",") if p.strip()):
-        if "=" not in pair:
-            from pimprune.errors import ConfigError
-
-            raise ConfigError(f"--publish takes FOLDER=RUN pairs, got {pair!r}")
         folder, run = pair.split("=", 1)
         src = Path(args.out) / run
         if not (src / "result.json").exists():
@@ -207,11 +190,20 @@ def publish(args, pairs: str, dest: Path = Path("results/headline")) -> None:
         (dest / folder / "RUN").write_text(run + "\n")
 
 
+def _check_publish(pairs: str) -> None:
+    from pimprune.errors import ConfigError
+
+    for pair in (p for p in pairs.split(",") if p.strip()):
+        if "=" not in pair:
+            raise ConfigError(f"--publish takes FOLDER=RUN pairs, got {pair!r}")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
-    for name in names:  # every name checked before anything is written
-        _parse(name)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [args.seed]
+    names = with_seeds(names, seeds, CONFIG_FIELDS)  # every name checked before anything is written
+    _check_publish(args.publish)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in names:
         run_one(args, name)

@@ -3,7 +3,7 @@
 For a pruned ``model.pt`` this places the weights twice, per layer (:func:`pimprune.mapping.network.
 pack_layers`) and network-wide (:func:`pimprune.mapping.network.pack_network`), and costs every
 *activation* of each placement (a layer driving its rows of one crossbar and reading its columns,
-DESIGN.md section 4) with the hardware model's per-crossbar energy (ADC conversions of the columns
+docs/design.md section 4) with the hardware model's per-crossbar energy (ADC conversions of the columns
 read, DACs of the rows driven, index registers and muxes of a sub-row input index), times the layer's
 MVMs per image. Latency and throughput come from :func:`pimprune.hardware.latency.latency`, where the
 layers that share a crossbar form one serialised stage of an ISAAC pipeline (layer-by-layer execution
@@ -80,8 +80,8 @@ def _merge(groups: list[set[str]]) -> list[set[str]]:
 
 def main(argv=None) -> int:
     from pimprune.geometry import Crossbar
+    from pimprune.hardware.config import load_preset
     from pimprune.hardware.cost import layer_mvms
-    from pimprune.hardware.model import load_preset
     from pimprune.mapping.matrices import extract_layers
     from pimprune.mapping.network import pack_layers, pack_network
     from pimprune.training.checkpoint import load_model

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pimprune.training.data import (
-    SYSTEM_FASHION_MNIST,
-    DataRequest,
-    fashion_mnist_dir,
-    fashion_mnist_files,
-    load_idx_pair,
-)
+from pimprune.training.readers import SYSTEM_FASHION_MNIST, fashion_mnist_dir, fashion_mnist_files, load_idx_pair
+from pimprune.training.sources import DataRequest
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "pimprune" / "assets"
 NUM_CLASSES = 10

@@ -1,10 +1,10 @@
 """Small numeric helpers shared by every part of the package.
 
-One definition each of what used to be copied around: ceiling division,
-weight energy (sum of squares), ratio rounding for result files, the check of a
-target compression, and the tensor operations that run in numpy on CPU
-(torch's ``repeat_interleave``, ``contiguous`` and ``pad`` on large tensors wait
-for its thread pool, which on a busy machine costs more than the work).
+One definition each: ceiling division and index widths, weight energy (sum of
+squares), ratio rounding for result files, the check of a target compression,
+block reductions of boolean masks, and tensor operations that run in numpy on
+CPU (torch's ``repeat_interleave``, ``contiguous`` and ``pad`` on large tensors
+wait for its thread pool, which on a busy machine costs more than the work).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.floa
 def cdiv(a: N, b: int) -> N:
     """``ceil(a / b)`` for non-negative integers (ints, integer tensors or arrays)."""
     return -(-a // b)
+
+
+def index_bits(n: int) -> int:
+    """``ceil(log2(n))``: bits of an index into ``n`` positions (0 for ``n <= 1``)."""
+    return (max(int(n), 1) - 1).bit_length()
 
 
 def squares(t: torch.Tensor) -> torch.Tensor:
@@ -108,3 +113,30 @@ def zero_pad(t: torch.Tensor, after: tuple[int, ...]) -> torch.Tensor:
     for a in reversed(after):
         pads += [0, a]
     return torch.nn.functional.pad(t, pads)
+
+
+def bool_array(t: torch.Tensor) -> np.ndarray:
+    """Boolean numpy array of ``t`` (non-zero = True); no copy for a CPU bool tensor.
+
+    Mask reductions run in numpy: torch's boolean ``any`` over a non-innermost
+    dimension is one to two orders of magnitude slower on CPU.
+    """
+    return t.detach().bool().cpu().numpy()
+
+
+def any_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Logical OR over consecutive blocks of ``size`` along ``axis`` (the last block may be short)."""
+    n = a.shape[axis]
+    if n <= size:
+        return a.any(axis=axis, keepdims=True) if n else np.delete(a, np.s_[:], axis=axis)
+    return np.logical_or.reduceat(a, np.arange(0, n, size), axis=axis)
+
+
+def sum_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Sum (int64) over consecutive blocks of ``size`` along ``axis`` (the last block may be short)."""
+    n = a.shape[axis]
+    if n <= size:
+        if n:
+            return a.sum(axis=axis, keepdims=True, dtype=np.int64)
+        return np.delete(a, np.s_[:], axis=axis).astype(np.int64)
+    return np.add.reduceat(a, np.arange(0, n, size), axis=axis, dtype=np.int64)

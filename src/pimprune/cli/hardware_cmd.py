@@ -10,8 +10,8 @@ import yaml
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware.cost import crossbar_figures, ima_figures
-from pimprune.hardware.model import PRESETS, HardwareConfig, config_to_dict, load_preset, with_overrides
+from pimprune.hardware.config import PRESETS, HardwareConfig, config_to_dict, load_preset, with_overrides
+from pimprune.hardware.figures import crossbar_figures, ima_figures
 
 #: ISAAC Table I totals per IMA, shown beside the derived figures.
 ISAAC_IMA_POWER_MW = 24.1

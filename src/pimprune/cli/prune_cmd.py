@@ -2,12 +2,16 @@
 
 The options are bound to :class:`pimprune.workflows.config.PruneConfig` fields: their
 defaults come from it, the names they accept from the registries (patterns,
-allocations, pruning methods, saliencies).
+allocations, pruning methods, saliencies). Each pruning method's settings become
+options of their own (:func:`add_method_options`), derived from its settings dataclass.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
+from typing import Any
 
 from pimprune.cli.common import (
     Option,
@@ -24,11 +28,10 @@ from pimprune.cli.common import (
     run_config,
 )
 from pimprune.hardware.objective import OBJECTIVES
-from pimprune.pruning.admm import ADMMConfig
-from pimprune.pruning.budgets import ALLOCATIONS, PACKINGS
-from pimprune.pruning.methods import method_choices
+from pimprune.pruning.methods import method_choices, settings_from_options, settings_types
 from pimprune.pruning.patterns import PATTERNS
 from pimprune.pruning.saliency import AUTO, SALIENCIES
+from pimprune.pruning.target import ALLOCATIONS, PACKINGS
 from pimprune.workflows.config import PruneConfig, RunConfig
 
 DESCRIPTION = (
@@ -105,11 +108,56 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
            "(default {default})"),
 )  # fmt: skip
 
-#: The ADMM penalty options (:class:`pimprune.pruning.admm.ADMMConfig` fields).
-ADMM_OPTIONS: tuple[Option, ...] = (
-    Option("rho", "initial ADMM penalty (default {default})", type=positive_float),
-    Option("rho_final", "final ADMM penalty (default {default})", type=positive_float),
-)
+
+def _option_fields(settings: type) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass that are command-line options."""
+    return [f for f in dataclasses.fields(settings) if f.init and f.metadata.get("option", True)]
+
+
+def _dest(method: str, name: str) -> str:
+    return f"{method}:{name}"
+
+
+def _arg_type(kind: Any, positive: bool) -> Any:
+    """Argparse type of a setting of annotation ``kind``."""
+    if kind is int:
+        return positive_int if positive else int
+    if kind is float:
+        return positive_float if positive else float
+    if kind is str:
+        return str
+    raise TypeError(f"a method setting must be an int, float or str; got {kind!r}")
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """One option per field of every registered method's settings dataclass (``--field-name``).
+
+    The field gives the default and, in its metadata, the help text and whether the
+    number must be positive (:func:`pimprune.pruning.methods.setting`).
+    """
+    for method, settings in settings_types().items():
+        group = p.add_argument_group(f"--method {method}")
+        hints = typing.get_type_hints(settings)
+        for f in _option_fields(settings):
+            default = field_default(settings, f.name)
+            group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=_dest(method, f.name),
+                metavar=f.name.upper(),
+                type=_arg_type(hints[f.name], f.metadata.get("positive", False)),
+                default=default,
+                help=f"{f.metadata.get('help', f.name)} (default {default})",
+            )
+
+
+def method_settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """Method name -> its settings, from the options of :func:`add_method_options`."""
+    return {
+        method: settings_from_options(
+            settings, {f.name: getattr(args, _dest(method, f.name)) for f in _option_fields(settings)}
+        )
+        for method, settings in settings_types().items()
+    }
 
 
 def add_parser(sub) -> None:
@@ -120,7 +168,7 @@ def add_parser(sub) -> None:
     add_run_args(p)
     add_optim_args(p, lr=0.1)
     add_options(p, PruneConfig, PRUNE_OPTIONS)
-    add_options(p, ADMMConfig, ADMM_OPTIONS)
+    add_method_options(p)
     epochs = field_default(RunConfig, "epochs")
     p.add_argument(
         "--dense-epochs",
@@ -134,8 +182,7 @@ def add_parser(sub) -> None:
 def prune_config(args: argparse.Namespace) -> PruneConfig:
     """Build a :class:`pimprune.workflows.config.PruneConfig` from parsed arguments."""
     keep = tuple(k.strip() for k in args.keep_dense.split(",") if k.strip() and k.strip() != "none")
-    admm = ADMMConfig(rho=args.rho, rho_final=max(args.rho_final, args.rho))
-    return config_from_args(PruneConfig, args, keep_dense=keep, admm=admm)
+    return config_from_args(PruneConfig, args, keep_dense=keep, settings=method_settings_of(args))
 
 
 def run(args: argparse.Namespace) -> int:

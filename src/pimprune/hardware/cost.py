@@ -1,51 +1,11 @@
-"""Energy, area and latency of a network mapped on crossbars (DESIGN.md section 6).
+"""Energy, area and latency of a network mapped on crossbars (docs/hardware.md sections 1 and 3).
 
-A *logical* crossbar ``RxC`` holds one weight per cell (the unit that
-:mod:`pimprune.mapping.counting` counts). On the hardware of a
-:class:`~pimprune.hardware.model.HardwareConfig` it is ``P = slices x sign factor``
-physical arrays of ``R x (C + extra)`` cells (``slices = ceil(weight_bits /
-cell_bits)``; the sign scheme doubles the arrays or adds reference columns),
-each array with its own DACs (one per row), sample-and-holds (one per
-column), ``ceil(C / columns_per_adc)`` ADCs and shift-and-add units. The
-reference column of the ``offset`` scheme is part of its array's cost (cells,
-sample-and-hold, one more conversion per cycle) but buys no ADC of its own:
-ISAAC's 128x128 array has exactly one ADC.
-
-:func:`crossbar_figures` gives the figures of one fully used logical crossbar
-from the same functions that cost a mapped network (:func:`layer_cost`,
-:func:`network_cost`); :func:`ima_figures` (the ISAAC check) is that crossbar
-scaled to the reference tile, so map, sweep, demo and the IMA check share one
-costing path.
-
-Only what a packed crossbar *uses* costs energy: for crossbar ``k`` with
-``r_k`` used rows and ``c_k`` used columns (:func:`pimprune.mapping.packing.crossbar_stats`),
-``c'_k = c_k + extra`` and ``n = input_cycles = ceil(input_bits / dac_bits)``,
-one matrix-vector product (MVM) costs, in pJ::
-
-    array       = n * P * r_k * c'_k * E_cell
-    dac         = n * P * r_k * E_dac
-    sample_hold = n * P * c'_k * E_sh
-    adc         = n * P * c'_k * E_adc(b_k),  b_k = adc_bits(r_k)   (more rows, more bits)
-    shift_add   = n * P * c'_k * E_sa
-    registers   = n * (P * r_k * dac_bits * E_in + c_k * partial_sum_bits * E_out)
-    index       = (r_k * i_row + c_k * i_col) * E_reg + n * (lines_k) * E_mux
-
-with ``i_row = ceil(log2 M)`` bits per used row under ``subrow``, ``i_col =
-ceil(log2 N)`` per used column under ``subcolumn`` (0 otherwise) and
-``lines_k`` the indexed rows or columns. A layer's energy per inference is its
-number of MVMs (output positions for the given input size) times the sum over
-its crossbars.
-
-Latency: a cycle lasts ``max(read_cycle_ns, ceil(c'_k / adcs) / rate(b_k))``:
-an ADC shared by several columns converts them in turn. A layer's MVM takes
-``n`` cycles of its slowest crossbar. :attr:`LayerCost.latency_us` is the
-layer's MVMs one after the other on one copy of its crossbars;
-:mod:`pimprune.hardware.latency` adds the chip (capacity, replication,
-time-multiplexing) and the two execution models.
-
-Area: every crossbar a layer occupies is built in full (``R x (C + extra)``
-cells and all its peripherals, ADCs sized for ``R`` rows), plus the index
-storage and multiplexers of its used lines. Static power is not modelled.
+A logical ``RxC`` crossbar (one weight per cell, the unit :mod:`pimprune.mapping.counting`
+counts) is ``slices x sign factor`` physical arrays with their DACs, sample-and-holds, ADCs
+and shift-and-add units. Only the rows and columns a crossbar uses cost energy (its ADC
+resolution follows the active rows); every occupied crossbar is built in full for area. A
+layer's energy and latency per inference scale with its MVMs (output positions);
+:mod:`pimprune.hardware.latency` adds the chip and the execution models.
 """
 
 from __future__ import annotations
@@ -60,22 +20,21 @@ from torch import nn
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware.model import HardwareConfig
+from pimprune.hardware.config import HardwareConfig
 from pimprune.mapping.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
+from pimprune.mapping.packing import crossbar_stats, index_widths
+from pimprune.mapping.tracing import trace_zeros
+from pimprune.numeric import cdiv
 
 __all__ = [
     "COMPONENTS",
-    "CrossbarFigures",
-    "ImaFigures",
     "LayerCost",
     "NetworkCost",
     "crossbar_area_um2",
     "crossbar_cycle_ns",
     "crossbar_energy_pj",
-    "crossbar_figures",
     "adcs_per_array",
     "dense_stats",
-    "ima_figures",
     "layer_cost",
     "layer_mvms",
     "network_cost",
@@ -201,7 +160,7 @@ def adcs_per_array(hw: HardwareConfig, data_cols: int) -> int:
     The sign scheme's extra (reference) columns are converted by the same ADCs: they
     cost one more conversion each, not another converter (ISAAC: one ADC per 128x128 array).
     """
-    return max(1, -(-data_cols // hw.columns_per_adc))
+    return max(1, cdiv(data_cols, hw.columns_per_adc))
 
 
 def crossbar_cycle_ns(hw: HardwareConfig, xbar: Crossbar, used_rows: Any, used_cols: Any) -> np.ndarray:
@@ -209,7 +168,7 @@ def crossbar_cycle_ns(hw: HardwareConfig, xbar: Crossbar, used_rows: Any, used_c
     r, _, cp = _used(hw, used_rows, used_cols)
     adcs = adcs_per_array(hw, xbar.cols)
     rate = _per_bits(_adc_bits(hw, r), hw.adc.rate_gsps)
-    adc_ns = np.where(cp > 0, -(-cp // adcs) / np.where(rate > 0, rate, 1.0), 0.0)
+    adc_ns = np.where(cp > 0, cdiv(cp, adcs) / np.where(rate > 0, rate, 1.0), 0.0)
     return np.maximum(hw.read_cycle_ns, adc_ns)
 
 
@@ -255,181 +214,6 @@ def crossbar_area_um2(
     return out
 
 
-# --------------------------------------------------------------------------- one crossbar, one tile
-
-
-def _rounded(d: dict[str, float], digits: int) -> dict[str, float]:
-    return {k: round(v, digits) for k, v in d.items()}
-
-
-@dataclass(frozen=True)
-class CrossbarFigures:
-    """One logical crossbar ``RxC`` with every row and column in use (all its physical arrays).
-
-    Attributes:
-        rows: Rows ``R``.
-        cols: Data columns ``C`` (the sign scheme's extra columns come on top).
-        arrays: Physical arrays (weight slices x sign factor).
-        adc_bits: ADC resolution for ``R`` active rows.
-        adcs: ADCs over all its arrays.
-        cycle_ns: Read cycle (ns): ``max(read_cycle_ns, ADC time)``.
-        input_cycles: Read cycles per matrix-vector product.
-        energy_pj: Energy of one matrix-vector product by component (pJ).
-        area_mm2: Area by component (mm^2).
-    """
-
-    rows: int
-    cols: int
-    arrays: int
-    adc_bits: int
-    adcs: int
-    cycle_ns: float
-    input_cycles: int
-    energy_pj: dict[str, float]
-    area_mm2: dict[str, float]
-
-    @property
-    def energy_pj_per_mvm(self) -> float:
-        """Energy of one matrix-vector product (pJ)."""
-        return sum(self.energy_pj.values())
-
-    @property
-    def power_mw(self) -> dict[str, float]:
-        """Power by component while computing MVMs back to back (mW = pJ / ns)."""
-        t = self.input_cycles * self.cycle_ns
-        return {k: v / t for k, v in self.energy_pj.items()}
-
-    @property
-    def total_power_mw(self) -> float:
-        """Total power (mW)."""
-        return self.energy_pj_per_mvm / (self.input_cycles * self.cycle_ns)
-
-    @property
-    def total_area_mm2(self) -> float:
-        """Total area (mm^2)."""
-        return sum(self.area_mm2.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (the ``"crossbar"`` object of ``pimprune hardware --crossbar``)."""
-        return {
-            "crossbar": f"{self.rows}x{self.cols}",
-            "physical_arrays": self.arrays,
-            "adc_bits": self.adc_bits,
-            "adcs": self.adcs,
-            "cycle_ns": round(self.cycle_ns, 4),
-            "energy_pj_per_mvm": round(self.energy_pj_per_mvm, 4),
-            "power_mw": round(self.total_power_mw, 5),
-            "area_mm2": round(self.total_area_mm2, 7),
-            "energy_breakdown_pj": _rounded(self.energy_pj, 4),
-            "power_breakdown_mw": _rounded(self.power_mw, 5),
-            "area_breakdown_mm2": _rounded(self.area_mm2, 7),
-        }
-
-
-def crossbar_figures(hw: HardwareConfig, xbar: Crossbar | str) -> CrossbarFigures:
-    """Figures of one fully used logical crossbar, from the functions that cost a network.
-
-    Energy comes from :func:`crossbar_energy_pj`, area from :func:`crossbar_area_um2`
-    and the cycle from :func:`crossbar_cycle_ns` of a crossbar with all ``R`` rows and
-    ``C`` columns in use, exactly as :func:`layer_cost` costs a dense tile.
-    """
-    xbar = Crossbar.parse(xbar)
-    rows, cols = np.array([xbar.rows]), np.array([xbar.cols])
-    energy = crossbar_energy_pj(hw, rows, cols)
-    area = crossbar_area_um2(hw, xbar, rows, cols)
-    area.pop("index")
-    return CrossbarFigures(
-        rows=xbar.rows,
-        cols=xbar.cols,
-        arrays=hw.physical_arrays,
-        adc_bits=hw.adc_resolution(xbar.rows),
-        adcs=hw.physical_arrays * adcs_per_array(hw, xbar.cols),
-        cycle_ns=float(crossbar_cycle_ns(hw, xbar, rows, cols)[0]),
-        input_cycles=hw.input_cycles,
-        energy_pj={k: float(v[0]) for k, v in energy.items() if k != "index"},
-        area_mm2={k: v / _UM2_PER_MM2 for k, v in area.items()},
-    )
-
-
-@dataclass(frozen=True)
-class ImaFigures:
-    """Power and area of the preset's reference tile (ISAAC: one IMA), all lines active.
-
-    Attributes:
-        arrays: Physical arrays in the tile.
-        rows: Rows per array.
-        cols: Data columns per array (the sign scheme's extra columns come on top).
-        adc_bits: ADC resolution for ``rows`` active rows.
-        adcs: ADCs in the tile.
-        cycle_ns: Read cycle (ns).
-        power_mw: Power by component (mW).
-        area_mm2: Area by component (mm^2).
-    """
-
-    arrays: int
-    rows: int
-    cols: int
-    adc_bits: int
-    adcs: int
-    cycle_ns: float
-    power_mw: dict[str, float]
-    area_mm2: dict[str, float]
-
-    @property
-    def ima_power_mw(self) -> float:
-        """Total power (mW)."""
-        return sum(self.power_mw.values())
-
-    @property
-    def ima_area_mm2(self) -> float:
-        """Total area (mm^2)."""
-        return sum(self.area_mm2.values())
-
-    @property
-    def adc_power_share(self) -> float:
-        """Fraction of the power spent in ADCs."""
-        return self.power_mw["adc"] / self.ima_power_mw
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
-        return {
-            "arrays": self.arrays,
-            "rows": self.rows,
-            "cols": self.cols,
-            "adc_bits": self.adc_bits,
-            "adcs": self.adcs,
-            "cycle_ns": round(self.cycle_ns, 4),
-            "ima_power_mw": round(self.ima_power_mw, 4),
-            "ima_area_mm2": round(self.ima_area_mm2, 6),
-            "adc_power_share": round(self.adc_power_share, 4),
-            "power_mw": _rounded(self.power_mw, 5),
-            "area_mm2": _rounded(self.area_mm2, 7),
-        }
-
-
-def ima_figures(hw: HardwareConfig) -> ImaFigures:
-    """Power and area of ``hw.ima``: :func:`crossbar_figures` of its geometry, scaled to its arrays.
-
-    The tile's ``arrays`` physical arrays are ``arrays / physical_arrays`` logical
-    crossbars of ``rows x cols`` (ISAAC: 8 arrays = one logical 128x128 crossbar of
-    16-bit weights on 8 slices), costed by the same path as every mapped crossbar,
-    the sign scheme's reference column included.
-    """
-    t = hw.ima
-    one = crossbar_figures(hw, Crossbar(t.rows, t.cols))
-    scale = t.arrays / one.arrays
-    return ImaFigures(
-        arrays=t.arrays,
-        rows=t.rows,
-        cols=t.cols,
-        adc_bits=one.adc_bits,
-        adcs=round(one.adcs * scale),
-        cycle_ns=one.cycle_ns,
-        power_mw={k: v * scale for k, v in one.power_mw.items()},
-        area_mm2={k: v * scale for k, v in one.area_mm2.items()},
-    )
-
-
 # --------------------------------------------------------------------------- network
 
 
@@ -439,8 +223,8 @@ def dense_stats(rows: int, cols: int, groups: int, xbar: Crossbar) -> tuple[np.n
     Equals :func:`pimprune.mapping.packing.crossbar_stats` of an all-non-zero mask under
     ``"dense"`` (tiles in the same order), without reading any weight.
     """
-    r = np.minimum(xbar.rows, rows - xbar.rows * np.arange(-(-rows // xbar.rows)))
-    c = np.minimum(xbar.cols, cols - xbar.cols * np.arange(-(-cols // xbar.cols)))
+    r = np.minimum(xbar.rows, rows - xbar.rows * np.arange(cdiv(rows, xbar.rows)))
+    c = np.minimum(xbar.cols, cols - xbar.cols * np.arange(cdiv(cols, xbar.cols)))
     used_rows = np.tile(np.repeat(r, c.size), groups)
     used_cols = np.tile(np.tile(c, r.size), groups)
     return used_rows.astype(np.int64), used_cols.astype(np.int64)
@@ -449,8 +233,8 @@ def dense_stats(rows: int, cols: int, groups: int, xbar: Crossbar) -> tuple[np.n
 def layer_mvms(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Matrix-vector products per inference of every Conv2d / Linear of ``model``.
 
-    Runs the model once (eval mode, no gradient) on a zero input of
-    ``input_shape`` (``(C, H, W)`` or ``(1, C, H, W)``) with forward hooks. Every
+    Runs the model once on a zero input of ``input_shape`` (``(C, H, W)`` or
+    ``(1, C, H, W)``, :func:`pimprune.mapping.tracing.trace_zeros`). Every
     crossbar of a conv computes one MVM per output position (``H_out * W_out``;
     each group's crossbars see their own input slice); a linear layer one per
     input vector. A module called several times adds up.
@@ -474,26 +258,7 @@ def layer_mvms(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
             n = out.numel() // out.shape[-1]
         counts[name] = counts.get(name, 0) + int(n)
 
-    handles = [m.register_forward_hook(hook) for m in names]
-    was_training = model.training
-    try:
-        param = next(model.parameters(), None)
-        x = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
-        if param is not None:
-            x = x.to(param.device)
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"the model does not run on an input of shape {shape}: {first[:160]}; "
-            "pass the input size and channels the model was built for"
-        ) from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    trace_zeros(model, shape, names, hook)
     return counts
 
 
@@ -697,8 +462,6 @@ def network_cost(
         Per-layer and per-component costs. Layers that never run on this input
         (no MVM) are skipped.
     """
-    from pimprune.mapping.packing import crossbar_stats, index_widths
-
     xbar = Crossbar.parse(xbar)
     layers = extract_layers(model) if layers is None else layers
     mvms = layer_mvms(model, input_shape) if mvms is None else mvms
@@ -708,27 +471,22 @@ def network_cost(
     out = NetworkCost(xbar, scheme, hw.name, shape[-3:])
     for lay in layers:
         n = int(mvms.get(lay.name, 0))
-        if n == 0:
-            continue
-        if lay.name in stats:
-            used_rows, used_cols = stats[lay.name]
-        else:
-            mask = masks.get(lay.name)
-            if mask is None:
-                mask = lay.matrix() != 0
-            used_rows, used_cols = crossbar_stats(mask, xbar, scheme)
-        i_row, i_col = index_widths(scheme, lay.rows, lay.cols)
-        out.layers.append(
-            layer_cost(
-                hw,
-                xbar,
-                used_rows,
-                used_cols,
-                n,
-                name=lay.name,
-                kind=lay.kind,
-                index_bits_per_row=i_row,
-                index_bits_per_col=i_col,
-            )
-        )
+        if n:
+            used = stats[lay.name] if lay.name in stats else _mask_stats(lay, masks.get(lay.name), xbar, scheme)
+            out.layers.append(_mapped_layer_cost(hw, xbar, scheme, lay, used, n))
     return out
+
+
+def _mask_stats(lay: LayerMatrix, mask: torch.Tensor | None, xbar: Crossbar, scheme: str) -> tuple[Any, Any]:
+    """Used rows and columns of the layer's crossbars for ``mask`` (default: its non-zeros)."""
+    return crossbar_stats(lay.matrix() != 0 if mask is None else mask, xbar, scheme)
+
+
+def _mapped_layer_cost(
+    hw: HardwareConfig, xbar: Crossbar, scheme: str, lay: LayerMatrix, used: tuple[Any, Any], mvms: int
+) -> LayerCost:
+    """:func:`layer_cost` of a mapped layer, with the index widths of ``scheme``."""
+    i_row, i_col = index_widths(scheme, lay.rows, lay.cols)
+    return layer_cost(
+        hw, xbar, *used, mvms, name=lay.name, kind=lay.kind, index_bits_per_row=i_row, index_bits_per_col=i_col
+    )

@@ -1,24 +1,9 @@
 """Export a (pruned) network for DNN+NeuroSim: ``NetWork.csv``, ``weight<L>.csv`` and a README.
 
-DNN+NeuroSim (Peng et al., IEDM 2019; V1.x) reads a network table with one line
-per layer, in this column order::
-
-    IFM_H, IFM_W, IFM_C, K_H, K_W, OFM_C, pooling flag, stride
-
-and, per layer, its weight matrix (rows = inputs in ``(cin, kh, kw)`` order,
-columns = outputs, DESIGN.md section 2). This module writes both:
-
-- a dense conv as itself (input size, kernel, stride; the pooling flag is 1
-  when a pooling module runs between it and the next mapped layer);
-- a linear layer as a 1x1 layer on a 1x1 input;
-- a *compacted* layer (a pruned layer with whole rows or columns empty) as its
-  kept matrix: a 1x1 layer, stride 1, on an input of the layer's output size
-  (so it runs as many MVMs per image), the kept rows as input channels and the
-  kept columns as output channels; its weight file is that kept matrix;
-- a grouped conv as one compacted line per group.
-
-NeuroSim does not model the index tables of the sub-row / sub-column
-compaction (input routing, output routing): the README says so.
+One line per mapped layer in NeuroSim's column order (docs/hardware.md section 9): a linear layer
+as a 1x1 layer on a 1x1 input, a compacted layer (whole rows or columns pruned) as its kept matrix
+in a 1x1 layer, a grouped conv as one line per group. NeuroSim does not model the index tables of
+the compaction; the README says so.
 """
 
 from __future__ import annotations
@@ -34,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pimprune.errors import ConfigError, OutputError
+from pimprune.errors import OutputError
 from pimprune.geometry import Crossbar
-from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.mapping.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
+from pimprune.mapping.tracing import trace_zeros
 
 __all__ = ["NETWORK_COLUMNS", "NeuroSimLayer", "export_neurosim", "neurosim_layers"]
 
@@ -64,7 +50,7 @@ class NeuroSimLayer:
 
 def _trace(model: nn.Module, shape: tuple[int, ...]) -> tuple[dict[str, tuple[Any, Any]], dict[str, int]]:
     """Input / output spatial sizes of every mapped layer and the pooling flag after it."""
-    mapped = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    mapped = {m: n for n, m in model.named_modules() if isinstance(m, MAPPED_TYPES)}
     pools = {m for m in model.modules() if isinstance(m, _POOLS)}
     sizes: dict[str, tuple[Any, Any]] = {}
     flag: dict[str, int] = {}
@@ -80,18 +66,7 @@ def _trace(model: nn.Module, shape: tuple[int, ...]) -> tuple[dict[str, tuple[An
         flag.setdefault(name, 0)
         last.append(name)
 
-    handles = [m.register_forward_hook(hook) for m in (*mapped, *pools)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *shape))
-    except RuntimeError as exc:
-        raise ConfigError(f"the model does not run on an input of shape {shape}: {str(exc)[:160]}") from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    trace_zeros(model, (1, *shape), [*mapped, *pools], hook)
     return sizes, flag
 
 

@@ -1,43 +1,10 @@
-"""Latency and throughput of a mapped network on a chip, layer by layer or pipelined (ISAAC).
+"""Latency and throughput of a mapped network on a chip, layer by layer or pipelined (docs/hardware.md section 7).
 
-The chip (:class:`pimprune.hardware.model.ChipLayout`) holds ``K =
-hw.chip_crossbars`` logical crossbars (ISAAC: 168 tiles x 96 arrays / 8 arrays
-per logical crossbar = 2016). A layer ``l`` occupies ``L_l`` crossbars (its
-count under the mapping), runs ``M_l`` MVMs per image (output positions), and
-one MVM takes ``t_l = input_cycles x cycle_l`` (the slowest crossbar's read
-cycle, :func:`pimprune.hardware.cost.crossbar_cycle_ns`). With ``r_l`` copies of
-its crossbars the MVMs are split: the layer takes ``ceil(M_l / r_l) x t_l``.
-
-Occupied crossbars: ``total_crossbars`` when the caller knows them (network
-packing), else the sum over *stages*: a layer alone, or a group of layers that
-share crossbars (``shared``), which occupies the largest member's count.
-
-Execution models (:data:`EXECUTION_MODELS`):
-
-``layer_by_layer``
-    Layers run one after the other; sharing crossbars is free in time. If the
-    network fits (occupied <= K) every weight stays resident and, with
-    ``chip.replicate``, the free crossbars hold copies, given greedily to the
-    layer whose time falls most per crossbar spent (sum of layer times
-    minimised). Latency = sum of layer times; throughput = 1 / latency. If it
-    does not fit, the layers' weights are written in turn (one pass per layer,
-    ``ceil(L_l / K)`` for a layer larger than the chip, each costing
-    ``chip.reprogram_us_per_pass``) and nothing is copied: copies would have
-    to be rewritten every pass too, and with free rewrites a network that
-    does not fit would beat one that does.
-``pipelined``
-    ISAAC: every stage computes at once on successive images; a group of layers
-    that share crossbars is one stage whose layers take turns (serialised).
-    If the network fits, the free crossbars hold copies of the bottleneck
-    stage, greedily, until the next copy does not fit. Throughput = 1 / the
-    slowest stage; latency = sum of stage times (an image passes the stages
-    in turn; ISAAC's overlap of consecutive layers within one image, which
-    starts a layer once its first input rows are ready, is not modelled, so
-    this latency is an upper bound). If the network does not fit, it is cut
-    into consecutive segments that do (a stage larger than the chip runs in
-    ``ceil(L / K)`` passes), without copies, each segment pipelined over a batch in turn: the
-    throughput is 1 / the sum of the segments' slowest stages (rewrites
-    amortised over the batch), the latency adds one rewrite per segment.
+The chip holds ``hw.chip_crossbars`` logical crossbars. A layer of ``L`` crossbars running ``M`` MVMs
+of ``t`` ns takes ``ceil(M / r) * t`` with ``r`` copies of its crossbars. When the network fits, the
+free crossbars hold copies (layer by layer: most time saved per crossbar first; pipelined: the
+bottleneck stage, as ISAAC balances its pipeline); when it does not, the weights are written pass by
+pass and nothing is copied.
 """
 
 from __future__ import annotations
@@ -49,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pimprune.errors import ConfigError
-from pimprune.hardware.model import HardwareConfig
+from pimprune.hardware.config import HardwareConfig
+from pimprune.numeric import cdiv
 from pimprune.registry import Registry
 
 __all__ = ["EXECUTION_MODELS", "Execution", "LatencyReport", "Stage", "latency", "network_latency"]
@@ -76,7 +44,7 @@ class Stage:
 
     def time_ns(self, copies: int = 1) -> float:
         """Time per image with ``copies`` copies of its crossbars (its layers in turn)."""
-        return sum(-(-m // copies) * t for m, t in zip(self.mvms, self.mvm_ns, strict=True))
+        return sum(cdiv(m, copies) * t for m, t in zip(self.mvms, self.mvm_ns, strict=True))
 
     @property
     def max_copies(self) -> int:
@@ -85,7 +53,7 @@ class Stage:
 
     def next_copies(self, copies: int) -> int:
         """Fewest copies above ``copies`` that shorten the stage (``ceil(M / r)`` falls)."""
-        steps = [-(-m // (-(-m // copies) - 1)) for m in self.mvms if -(-m // copies) > 1]
+        steps = [cdiv(m, cdiv(m, copies) - 1) for m in self.mvms if cdiv(m, copies) > 1]
         return min(steps, default=copies)
 
 
@@ -232,7 +200,7 @@ def _layer_by_layer(plan: _Plan) -> Execution:
         return _execution("layer_by_layer", stages, copies, total, total, 1)
     total, passes = 0.0, 0
     for s in stages:  # each layer in turn, its weights written for it; no copies
-        rounds = max(1, -(-s.crossbars // k))
+        rounds = max(1, cdiv(s.crossbars, k))
         total += rounds * (s.time_ns() + plan.reprogram_ns)
         passes += rounds
     return _execution("layer_by_layer", stages, [1] * len(stages), total, total, passes)
@@ -260,7 +228,7 @@ def _pipelined(plan: _Plan) -> Execution:
     latency_ns = period_ns = 0.0
     passes = 0
     for seg in _segments(stages, k):  # no copies: they would be rewritten every pass too
-        rounds = max(1, -(-sum(stages[i].crossbars for i in seg) // k))  # > 1 only for one oversized stage
+        rounds = max(1, cdiv(sum(stages[i].crossbars for i in seg), k))  # > 1 only for one oversized stage
         times = [rounds * stages[i].time_ns() for i in seg]
         latency_ns += sum(times) + rounds * plan.reprogram_ns
         period_ns += max(times)

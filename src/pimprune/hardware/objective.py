@@ -1,34 +1,9 @@
-"""What one occupied crossbar of each layer costs under an allocation objective.
+"""What one occupied crossbar of each layer costs under an allocation objective (docs/hardware.md section 8).
 
-The crossbar budget of :mod:`pimprune.pruning.budgets` counts every crossbar as
-1. An energy-aware allocation instead ranks units by gain / cost, where the
-cost of a unit is the number of crossbars it occupies times the *weight* of
-one crossbar of its layer, and the budget is in those weight units. This
-module gives the weights (``--objective crossbars|energy|edp``):
-
-``crossbars``
-    1.0 for every layer: the paper's objective, occupied crossbars.
-``energy``
-    pJ per inference that one fully used crossbar of the layer costs: the
-    layer's MVMs per image (output positions) x the energy of one MVM on one
-    ``RxC`` crossbar holding ``min(R, M)`` rows and ``min(C, N)`` columns of
-    the layer's ``M x N`` matrix (:func:`pimprune.hardware.cost.crossbar_energy_pj`:
-    arrays, ADC and DAC conversions, sample-and-hold, shift-add, registers, and
-    the index of the pattern's scheme). A crossbar of an early layer that runs
-    196 MVMs per image weighs about 50x one of a layer that runs 4.
-``edp``
-    The first-order change of ``log(EDP)`` when one crossbar of the layer goes:
-    ``e_l / E + d_l / D`` (dimensionless). ``e_l`` is the ``energy`` weight and
-    ``E`` the dense network's energy per inference; ``d_l / D`` is the share of
-    the latency one crossbar of the layer accounts for on a chip whose free
-    crossbars hold copies of the layers (:mod:`pimprune.hardware.latency`: a
-    layer of ``L`` crossbars with ``r`` copies takes ``MVMs x n x cycle / r``,
-    and with the chip full ``r`` is proportional to ``1 / L``), i.e.
-    ``MVMs_l x cycle_l / sum_k(MVMs_k x cycle_k x L_k)`` with ``L_k`` the dense
-    crossbars. The reference point is the dense network.
-
-Weights are 0 for layers that never run on the given input (no MVM): such a
-layer costs neither energy nor time, only area.
+``crossbars`` weighs every crossbar 1 (the paper's objective); ``energy`` weighs it by the pJ per
+inference one fully used crossbar of the layer costs (its MVMs times one MVM, index included);
+``edp`` by the first-order change of ``log(EDP)`` when one crossbar of the layer goes (energy share
+plus latency share against the dense network). Layers that never run on the input weigh 0.
 """
 
 from __future__ import annotations
@@ -40,10 +15,11 @@ import numpy as np
 from torch import nn
 
 from pimprune.geometry import Crossbar
+from pimprune.hardware.config import HardwareConfig
 from pimprune.hardware.cost import crossbar_cycle_ns, crossbar_energy_pj, dense_stats, layer_mvms
-from pimprune.hardware.model import HardwareConfig
 from pimprune.mapping.counting import dense_count
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
+from pimprune.mapping.packing import index_widths
 from pimprune.registry import Registry
 
 __all__ = ["OBJECTIVES", "Objective", "model_objective_weights", "objective_weights"]
@@ -77,8 +53,6 @@ class Objective:
 
 def _crossbar_energy(inp: _Inputs, lay: LayerMatrix) -> float:
     """Energy (pJ) of one MVM on one fully used crossbar of ``lay`` (index of the scheme included)."""
-    from pimprune.mapping.packing import index_widths
-
     i_row, i_col = index_widths(inp.scheme, lay.rows, lay.cols)
     rows, cols = [min(inp.xbar.rows, lay.rows)], [min(inp.xbar.cols, lay.cols)]
     e = crossbar_energy_pj(inp.hw, rows, cols, i_row, i_col)

@@ -1,26 +1,9 @@
-"""Counting the crossbars a (pruned) weight matrix occupies.
+"""Counting the crossbars a (pruned) weight matrix occupies under each compaction scheme.
 
-DESIGN.md sections 4 and 5. Every function takes a layer's non-zero mask of
-shape ``(g, M, N)`` (see :mod:`pimprune.mapping.matrices`) and a :class:`Crossbar`.
-A *scheme* is the compaction a mapping applies after pruning:
-
-========================  ===================================================
-scheme                    crossbars for one ``M x N`` matrix
-========================  ===================================================
-``dense``                 ``ceil(M/R) * ceil(N/C)`` (no pruning considered)
-``unstructured``          non-zero ``RxC`` tiles (empty tiles skipped)
-``crossbar``              non-zero ``RxC`` tiles
-``row``                   ``ceil(M'/R) * ceil(N/C)``, ``M'`` non-empty rows
-``filter``                ``ceil(M'/R) * ceil(N'/C)``, empty rows and columns dropped
-``subrow``                sum over column blocks of ``ceil(k_b/R)``
-``subcolumn``             sum over row blocks of ``ceil(k_r/C)``
-========================  ===================================================
-
-``k_b`` is the number of rows with a non-zero inside column block ``b`` (the
-kept sub-rows), ``k_r`` the number of columns with a non-zero inside row block
-``r`` (the kept sub-columns). Any mask can be mapped under any scheme; a
-pattern's projection makes its own scheme cheap. The *packing bound* is
-``ceil(nnz / (R*C))`` per layer.
+Every function takes a layer's non-zero mask ``(g, M, N)`` and a :class:`Crossbar`. ``dense``
+tiles the whole matrix; ``unstructured`` and ``crossbar`` skip empty tiles; ``row`` and ``filter``
+drop empty rows (and columns); ``subrow`` and ``subcolumn`` keep the non-empty rows of each column
+block (columns of each row block). The formulas and the packing bound: docs/design.md sections 4 and 5.
 """
 
 from __future__ import annotations
@@ -33,7 +16,7 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.matrices import LayerMatrix
-from pimprune.numeric import cdiv, json_ratio
+from pimprune.numeric import any_blocks, bool_array, cdiv, from_numpy, json_ratio
 
 SCHEMES: tuple[str, ...] = (
     "dense",
@@ -49,42 +32,6 @@ SCHEMES: tuple[str, ...] = (
 def dense_count(rows: int, cols: int, groups: int, xbar: Crossbar) -> int:
     """Crossbars of ``groups`` dense ``rows x cols`` matrices tiled on ``xbar``."""
     return groups * cdiv(rows, xbar.rows) * cdiv(cols, xbar.cols)
-
-
-def _numpy_mask(mask: torch.Tensor) -> np.ndarray:
-    """Boolean numpy array of a mask (non-zero = kept); no copy for a CPU bool tensor.
-
-    The reductions of this module run in numpy: torch's boolean ``any`` over a
-    non-innermost dimension is one to two orders of magnitude slower on CPU.
-    """
-    return mask.detach().bool().cpu().numpy()
-
-
-def _any_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Logical OR over consecutive blocks of ``size`` along ``axis`` (the last block may be short).
-
-    Same as padding ``axis`` to a multiple of ``size`` with ``False`` and reducing
-    each block, without the padded copy.
-    """
-    n = a.shape[axis]
-    if n <= size:
-        return a.any(axis=axis, keepdims=True) if n else np.delete(a, np.s_[:], axis=axis)
-    return np.logical_or.reduceat(a, np.arange(0, n, size), axis=axis)
-
-
-def _sum_blocks(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Sum (int64) over consecutive blocks of ``size`` along ``axis`` (the last block may be short)."""
-    n = a.shape[axis]
-    if n <= size:
-        if n:
-            return a.sum(axis=axis, keepdims=True, dtype=np.int64)
-        return np.delete(a, np.s_[:], axis=axis).astype(np.int64)
-    return np.add.reduceat(a, np.arange(0, n, size), axis=axis, dtype=np.int64)
-
-
-def _to_torch(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """A numpy result as a tensor on the device of ``like``."""
-    return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
 
 
 class _MaskReductions:
@@ -109,7 +56,7 @@ class _MaskReductions:
     def mask(self) -> np.ndarray:
         """The mask as a numpy boolean array (converted on first use)."""
         if self._mask is None:
-            self._mask = _numpy_mask(self._tensor)
+            self._mask = bool_array(self._tensor)
         return self._mask
 
     def nnz(self) -> int:
@@ -133,20 +80,20 @@ class _MaskReductions:
     def row_blocks(self, rows: int) -> np.ndarray:
         """``(g, ceil(M/rows), N)`` bool: column ``n`` has a non-zero inside row block ``r``."""
         if rows not in self._row_blocks:
-            self._row_blocks[rows] = _any_blocks(self.mask, rows, 1)
+            self._row_blocks[rows] = any_blocks(self.mask, rows, 1)
         return self._row_blocks[rows]
 
     def col_blocks(self, cols: int) -> np.ndarray:
         """``(g, M, ceil(N/cols))`` bool: row ``m`` has a non-zero inside column block ``b``."""
         if cols not in self._col_blocks:
-            self._col_blocks[cols] = _any_blocks(self.mask, cols, 2)
+            self._col_blocks[cols] = any_blocks(self.mask, cols, 2)
         return self._col_blocks[cols]
 
     def tiles(self, xbar: Crossbar) -> np.ndarray:
         """``(g, ceil(M/R), ceil(N/C))`` bool: tiles holding a non-zero."""
         if xbar.cols in self._col_blocks or xbar.rows not in self._row_blocks:
-            return _any_blocks(self.col_blocks(xbar.cols), xbar.rows, 1)
-        return _any_blocks(self.row_blocks(xbar.rows), xbar.cols, 2)
+            return any_blocks(self.col_blocks(xbar.cols), xbar.rows, 1)
+        return any_blocks(self.row_blocks(xbar.rows), xbar.cols, 2)
 
     def subrow_counts(self, xbar: Crossbar) -> np.ndarray:
         """``(g, ceil(N/C))`` int64: kept sub-rows in each column block."""
@@ -157,19 +104,14 @@ class _MaskReductions:
         return self.row_blocks(xbar.rows).sum(2, dtype=np.int64)
 
 
-def tile_occupancy(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
-    """``(g, ceil(M/R), ceil(N/C))`` boolean: which dense tiles hold a non-zero."""
-    return _to_torch(_MaskReductions(mask).tiles(xbar), mask)
-
-
 def subrow_counts(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     """``(g, ceil(N/C))``: kept sub-rows ``k_b`` in each column block."""
-    return _to_torch(_MaskReductions(mask).subrow_counts(xbar), mask)
+    return from_numpy(_MaskReductions(mask).subrow_counts(xbar)).to(mask.device)
 
 
 def subcolumn_counts(mask: torch.Tensor, xbar: Crossbar) -> torch.Tensor:
     """``(g, ceil(M/R))``: kept sub-columns ``k_r`` in each row block."""
-    return _to_torch(_MaskReductions(mask).subcolumn_counts(xbar), mask)
+    return from_numpy(_MaskReductions(mask).subcolumn_counts(xbar)).to(mask.device)
 
 
 def _count_dense(red: _MaskReductions, xbar: Crossbar) -> int:
@@ -227,13 +169,6 @@ def count(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> int:
     counter = _counter(scheme)
     _check_mask(mask)
     return counter(_MaskReductions(mask), xbar)
-
-
-def count_all(mask: torch.Tensor, xbar: Crossbar) -> dict[str, int]:
-    """Counts under every scheme of :data:`SCHEMES` (the mask's reductions shared between them)."""
-    _check_mask(mask)
-    red = _MaskReductions(mask)
-    return {s: _COUNTERS[s](red, xbar) for s in SCHEMES}
 
 
 def packing_bound(mask: torch.Tensor, xbar: Crossbar) -> int:

@@ -1,13 +1,8 @@
-"""Weight matrices as a crossbar stores them.
+"""Weight matrices as a crossbar stores them: ``(g, M, N)`` per layer (docs/design.md section 2).
 
-DESIGN.md section 2: a ``Conv2d`` weight ``(Cout, Cin/g, kh, kw)`` with ``g``
-groups maps to ``g`` matrices of ``M = (Cin/g)*kh*kw`` rows by ``N = Cout/g``
-columns, rows in ``(cin, kh, kw)`` order (the order of
-``torch.nn.functional.unfold``). A ``Linear`` weight ``(out, in)`` maps to one
-matrix of ``in`` rows by ``out`` columns. Rows are wordlines (inputs), columns
-bitlines (outputs): ``y = x @ W``.
-
-Throughout pimprune a layer's matrices are one tensor of shape ``(g, M, N)``.
+A ``Conv2d`` weight ``(Cout, Cin/g, kh, kw)`` maps to ``g`` matrices of ``M = (Cin/g)*kh*kw`` rows
+(in ``(cin, kh, kw)`` order, as ``F.unfold``) by ``N = Cout/g`` columns; a ``Linear`` weight
+``(out, in)`` to one ``in x out`` matrix. Rows are wordlines (inputs), columns bitlines: ``y = x @ W``.
 """
 
 from __future__ import annotations
@@ -83,11 +78,6 @@ class LayerMatrix:
     def to_weight(self, matrix: torch.Tensor) -> torch.Tensor:
         """Turn ``(g, M, N)`` matrices back into this layer's weight shape."""
         return matrix_to_weight(matrix, self.weight_shape)
-
-    @property
-    def shape_str(self) -> str:
-        """``"MxN"`` for display."""
-        return f"{self.rows}x{self.cols}"
 
 
 def layer_matrix(name: str, module: nn.Module) -> LayerMatrix:

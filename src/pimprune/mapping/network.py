@@ -1,43 +1,12 @@
-"""Network packing: compacted blocks of several layers share crossbars.
+"""Network packing: the compacted blocks of several layers share crossbars.
 
-DESIGN.md section 4 and issue 11. Under *per-layer* mapping (the paper's, and
-pimprune's default) every layer's compacted crossbars are its own. Under
-*network* packing the compacted **blocks** of all layers are placed together
-into as few ``RxC`` crossbars as possible:
-
-* a block is one layer's kept rows within one column block (``subrow``: the
-  kept sub-rows of a ``C``-column block), or kept columns within one row block
-  (``subcolumn``: up to ``C`` kept sub-columns of an ``R``-row block), or a
-  column stripe of the tiles the per-layer packer would use (every other
-  scheme: the tiles of one column chunk, stacked). Blocks are exactly the
-  crossbars of :func:`pimprune.mapping.packing.pack`, with the crossbars that
-  share the same columns of one group stacked into one tall block;
-* a block is a rectangle, at most ``C`` wide; it may be split along its rows
-  into *pieces* on several crossbars (their partial sums are added digitally,
-  as for any matrix taller than ``R``);
-* pieces of one crossbar never overlap, and every non-zero weight sits in
-  exactly one piece.
-
-It is valid because the layers take turns: while layer ``A`` computes, only
-``A``'s rows are driven (every other row gets 0) and only ``A``'s columns are
-read. An **activation** drives a set of rows and reads a set of columns; every
-cell at a driven row and a read column adds into the read outputs, so two
-pieces of one layer that share physical columns but feed different outputs
-(or a foreign piece at a driven row and a read column) need separate
-activations. :func:`activations` groups each layer's pieces on each crossbar
-into the fewest activations a first-fit finds, and :mod:`pimprune.mapping.network_sim`
-computes every layer through them.
-
-Placement (:func:`place_blocks`): blocks sorted by width (widest first, in
-network order within a width) fill *lanes* of a strip of ``K`` crossbars
-stacked on top of each other (``K*R`` rows, ``C`` columns). A block takes the
-narrowest free lane it fits (the most filled one among equals), from the
-lane's bottom; when the lane is full the rest of the block wraps into the next
-lane (McNaughton's wrap-around rule); the lane's unused side becomes a lane of
-its own. Strip rows are cut into crossbars at every multiple of ``R``. ``K``
-starts at the packing bound ``ceil(cells / (R*C))`` and grows until everything
-fits; if that needs as many crossbars as per-layer mapping, per-layer mapping is
-returned (network packing is never worse).
+Under per-layer mapping every layer's crossbars are its own; under network
+packing the blocks of all layers (the crossbars :func:`pimprune.mapping.packing.pack`
+gives each layer, stacked per column set) are placed together on as few
+``RxC`` crossbars as a lane rule finds (:func:`place_blocks`), never more than
+per-layer mapping. It is valid because layers take turns: an *activation*
+drives only its layer's rows and reads only its columns (:func:`activations`).
+Details and measurements: docs/packing.md.
 """
 
 from __future__ import annotations
@@ -51,6 +20,7 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.packing import PackingError, pack
+from pimprune.numeric import cdiv, index_bits
 
 __all__ = [
     "PACKINGS",
@@ -72,11 +42,6 @@ __all__ = [
 
 #: Ways of mapping a network onto crossbars.
 PACKINGS: tuple[str, ...] = ("layer", "network")
-
-def _cdiv(a: int, b: int) -> int:
-    """``ceil(a / b)`` for integers."""
-    return -(-a // b)
-
 
 #: Crossbar counts tried one by one above the packing bound before bisecting.
 _LINEAR_TRIES = 8
@@ -190,12 +155,12 @@ class NetworkPlacement:
 
     def bound(self) -> int:
         """``ceil(cells_used / (R*C))``: the fewest crossbars that could hold the blocks."""
-        return int(_cdiv(self.cells_used(), self.xbar.cells))
+        return int(cdiv(self.cells_used(), self.xbar.cells))
 
     def as_json(self) -> dict:
-        """The placement file of issue 11.
+        """The placement file (``map --placement``).
 
-        ``rows`` index the layer's weight matrix as DESIGN.md orients it (inputs
+        ``rows`` index the layer's weight matrix as docs/design.md orients it (inputs
         ``c_in*kh*kw`` of one group, in ``weight.reshape(c_out, -1).t()`` order) and
         ``cols`` its outputs (the output channel ``group * N + column``).
         """
@@ -366,7 +331,7 @@ def _try_levels(blocks: Sequence[Block], order: Sequence[int], xbar: Crossbar, k
         if not queue:
             continue
         n = xbar.cols // w
-        h = _cdiv(sum(blocks[b].height - done for b, done in queue), n)
+        h = cdiv(sum(blocks[b].height - done for b, done in queue), n)
         if base + h > k * xbar.rows:
             return None
         if n * w < xbar.cols:
@@ -405,7 +370,7 @@ def place_blocks(blocks: Sequence[Block], xbar: Crossbar) -> list[list[Piece]]:
             raise ValueError(f"{blk.layer}: a block of {blk.height}x{blk.width} cannot be placed on {xbar}")
     fallback = _per_layer(blocks, xbar)
     cells = sum(blk.height * blk.width for blk in blocks)
-    lo, hi = int(_cdiv(cells, xbar.cells)), len(fallback)
+    lo, hi = int(cdiv(cells, xbar.cells)), len(fallback)
     order = sorted(range(len(blocks)), key=lambda b: -blocks[b].width)  # stable: network order within a width
     for k in range(lo, min(hi, lo + _LINEAR_TRIES)):
         placed = _place_any(blocks, order, xbar, k)
@@ -669,10 +634,6 @@ class CrossbarIndex:
     output_bits: int
 
 
-def _bits(n: int) -> int:
-    return (max(int(n), 1) - 1).bit_length()
-
-
 def index_tables(placement: NetworkPlacement) -> list[CrossbarIndex]:
     """Row and column index tables of every crossbar (see :class:`CrossbarIndex`)."""
     xbar = placement.xbar
@@ -686,10 +647,10 @@ def index_tables(placement: NetworkPlacement) -> list[CrossbarIndex]:
                 rows[r].add((p.layer, p.group * s.rows + i))
             for c, j in zip(p.col_span, p.cols.tolist(), strict=True):
                 cols[c].add((p.layer, p.group * s.cols + j))
-        tag = _bits(len({p.layer for p in pieces}))
-        in_bits = sum(_bits(placement.layers[name].groups * placement.layers[name].rows) + tag
+        tag = index_bits(len({p.layer for p in pieces}))
+        in_bits = sum(index_bits(placement.layers[name].groups * placement.layers[name].rows) + tag
                       for line in rows for name, _ in line)
-        out_bits = sum(_bits(placement.layers[name].groups * placement.layers[name].cols) + tag
+        out_bits = sum(index_bits(placement.layers[name].groups * placement.layers[name].cols) + tag
                        for line in cols for name, _ in line)
         out.append(CrossbarIndex([sorted(x) for x in rows], [sorted(x) for x in cols], in_bits, out_bits))
     return out

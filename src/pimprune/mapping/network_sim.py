@@ -1,21 +1,11 @@
 """Functional simulator of shared crossbars (network packing).
 
 Proves a :class:`pimprune.mapping.network.NetworkPlacement` by computing every
-layer through the shared crossbars exactly as the hardware would, one
-activation at a time (:func:`pimprune.mapping.network.activations`):
-
-1. the crossbar holds the cells of *every* piece placed on it, whatever layer
-   it belongs to;
-2. the activation drives its rows with the inputs its row index names; every
-   other row of the crossbar (other layers' rows included) gets 0;
-3. each column sums over *all* rows; only the activation's columns are read,
-   and each read column adds into the output its column index names (partial
-   sums of pieces on several crossbars are added digitally);
-4. bias and everything after the layer stay digital.
-
-The crossbar work reuses the plan/run machinery of
-:mod:`pimprune.mapping.simulate` (one "crossbar" of its plan per activation), so
-convolutions are unfolded, chunked and padded the same way.
+layer one activation at a time (:func:`pimprune.mapping.network.activations`):
+the crossbar holds the cells of every piece on it, whatever its layer; the
+activation drives its rows (every other row gets 0) and reads only its columns.
+Each activation is one entry of a :class:`pimprune.mapping.simulate.CrossbarPlan`,
+so convolutions are unfolded, chunked and padded as for per-layer packing.
 """
 
 from __future__ import annotations
@@ -30,15 +20,8 @@ from torch import nn
 from pimprune.errors import PimpruneError
 from pimprune.mapping.matrices import extract_layers
 from pimprune.mapping.network import NetworkPlacement, activations, check_placement
-from pimprune.mapping.simulate import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    SimulationMismatch,
-    _Plan,
-    _simulate_conv,
-    _simulate_linear,
-    record_layer_io,
-)
+from pimprune.mapping.simulate import DEFAULT_ATOL, DEFAULT_RTOL, CrossbarPlan, compare_outputs, compute_layer
+from pimprune.mapping.tracing import record_layer_io
 
 __all__ = [
     "NetworkVerifyError",
@@ -74,8 +57,10 @@ def crossbar_cells(
     return cells
 
 
-def layer_plan(placement: NetworkPlacement, layer: str, cells: torch.Tensor, acts: Sequence | None = None) -> _Plan:
-    """The activations of one layer as a plan of :mod:`pimprune.mapping.simulate` (one entry each).
+def layer_plan(
+    placement: NetworkPlacement, layer: str, cells: torch.Tensor, acts: Sequence | None = None
+) -> CrossbarPlan:
+    """The activations of one layer as a :class:`~pimprune.mapping.simulate.CrossbarPlan` (one entry each).
 
     Args:
         placement: The placement.
@@ -90,7 +75,7 @@ def layer_plan(placement: NetworkPlacement, layer: str, cells: torch.Tensor, act
     outputs = np.stack([a.outputs for a in mine]) if mine else np.zeros((0, c), dtype=np.int64)
     n_out = shape.groups * shape.cols
     idx = torch.tensor([a.crossbar for a in mine], dtype=torch.long)
-    return _Plan(
+    return CrossbarPlan(
         flat_rows=torch.from_numpy(np.where(inputs >= 0, inputs, 0).reshape(-1)),
         dead_rows=torch.from_numpy(np.flatnonzero(inputs < 0)),
         cells_t=cells.index_select(0, idx).transpose(1, 2),  # every cell of the crossbar, all layers
@@ -100,19 +85,8 @@ def layer_plan(placement: NetworkPlacement, layer: str, cells: torch.Tensor, act
     )
 
 
-def _to(plan: _Plan, x: torch.Tensor) -> _Plan:
-    return _Plan(
-        plan.flat_rows.to(x.device),
-        plan.dead_rows.to(x.device),
-        plan.cells_t.to(x.device, x.dtype),
-        plan.flat_out.to(x.device),
-        plan.inputs,
-        plan.outputs,
-    )
-
-
 def simulate_network_layer(
-    module: nn.Conv2d | nn.Linear, plan: _Plan, x: torch.Tensor, chunk_size: int | None = None
+    module: nn.Conv2d | nn.Linear, plan: CrossbarPlan, x: torch.Tensor, chunk_size: int | None = None
 ) -> torch.Tensor:
     """Compute a layer through its activations on the shared crossbars (bias added digitally).
 
@@ -125,10 +99,7 @@ def simulate_network_layer(
     Returns:
         What ``module(x)`` returns.
     """
-    plan = _to(plan, x)
-    if isinstance(module, nn.Conv2d):
-        return _simulate_conv(module, plan, x, chunk_size)
-    return _simulate_linear(module, plan, x, chunk_size)
+    return compute_layer(module, plan.like(x), x, chunk_size)
 
 
 @dataclass
@@ -183,13 +154,6 @@ def verify_network(
                 continue
             x, expected = seen.pop(lay.name)
             got = simulate_network_layer(lay.module, layer_plan(placement, lay.name, cells, acts), x)
-            try:
-                torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
-            except AssertionError as exc:
-                first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
-                raise SimulationMismatch(
-                    f"{lay.name} ({placement.packing} packing on {placement.xbar}): shared crossbars differ "
-                    f"from the layer: {first}"
-                ) from None
-            report.errors[lay.name] = float((got - expected).abs().max()) if got.numel() else 0.0
+            what = f"{lay.name} ({placement.packing} packing on {placement.xbar}): shared crossbars"
+            report.errors[lay.name] = compare_outputs(got, expected, rtol, atol, what)
     return report

@@ -1,33 +1,10 @@
-"""Packing pruned weight matrices into crossbars, with index tables.
+"""Packing pruned weight matrices into crossbars, with index tables (docs/design.md sections 4 to 6).
 
-DESIGN.md sections 4 to 6. :func:`pack` places a layer's ``(g, M, N)``
-matrices on ``RxC`` crossbars under one of the schemes of
-:data:`pimprune.mapping.counting.SCHEMES` and returns a :class:`PackedMatrix`: the
-cells of every crossbar plus, for each physical wordline, the original matrix
-row that drives it (``row_index``) and, for each physical bitline, the
-original matrix column it adds into (``col_index``). Every crossbar of every
-scheme holds the sub-matrix of its group at (its rows) x (its columns):
-
-==============================  =========================================================
-scheme                          crossbars of one matrix, in this order
-==============================  =========================================================
-``dense``                       every ``RxC`` tile, row block outer, column block inner
-``unstructured``, ``crossbar``  the non-zero tiles, same order
-``row``                         kept (non-empty) rows tiled by ``R``, columns by ``C``
-``filter``                      kept rows tiled by ``R``, kept columns by ``C``
-``subrow``                      per column block: its kept sub-rows stacked ``R`` at a time
-``subcolumn``                   per row block: its kept sub-columns ``C`` at a time
-==============================  =========================================================
-
-Groups are outermost. A crossbar computes, for every valid bitline, the sum
-over *all* its wordlines; invalid wordlines are fed 0 and invalid bitlines are
-not read. :func:`check_physical` proves that a packing is realisable: cells on
-invalid lines are 0 and no (row, column) pair of the matrix is reachable
-twice, so the crossbars compute exactly the matrix (see
-:mod:`pimprune.mapping.simulate`).
-
-:func:`crossbar_stats` gives the used rows and columns of every crossbar of a
-packing without building the cells (fast, for the hardware model).
+:func:`pack` places a layer's ``(g, M, N)`` matrices on ``RxC`` crossbars under a scheme of
+:data:`pimprune.mapping.counting.SCHEMES`: each crossbar holds the sub-matrix of one group at its
+rows x its columns, with the matrix row driving each wordline and the column each bitline adds
+into. :func:`check_physical` proves a packing exact; :func:`crossbar_stats` gives the used rows
+and columns of every crossbar without building the cells.
 """
 
 from __future__ import annotations
@@ -39,8 +16,8 @@ import numpy as np
 import torch
 
 from pimprune.geometry import Crossbar
-from pimprune.mapping.counting import SCHEMES, _any_blocks, _numpy_mask, _sum_blocks, _to_torch, count
-from pimprune.numeric import cdiv
+from pimprune.mapping.counting import SCHEMES, count
+from pimprune.numeric import any_blocks, bool_array, cdiv, from_numpy, index_bits, sum_blocks
 from pimprune.registry import Registry
 
 __all__ = [
@@ -57,12 +34,7 @@ class PackingError(AssertionError):
     """A packing is not physically valid (a bug in a packer, never a user error)."""
 
 
-def _bits(n: int) -> int:
-    """``ceil(log2(n))`` for ``n >= 1``: bits of an index into ``n`` positions."""
-    return (n - 1).bit_length()
-
-
-#: Scheme -> which side of the crossbar carries an index (DESIGN.md section 6).
+#: Scheme -> which side of the crossbar carries an index (docs/design.md section 6).
 _INDEXED_SIDE: dict[str, str] = {"subrow": "input", "subcolumn": "output"}
 
 
@@ -79,7 +51,7 @@ def index_widths(scheme: str, rows: int, cols: int) -> tuple[int, int]:
         for ``subrow`` inputs, ``ceil(log2(N))`` for ``subcolumn`` outputs, 0 else.
     """
     side = _INDEXED_SIDE.get(scheme)
-    return (_bits(rows) if side == "input" else 0, _bits(cols) if side == "output" else 0)
+    return (index_bits(rows) if side == "input" else 0, index_bits(cols) if side == "output" else 0)
 
 
 @dataclass
@@ -128,7 +100,7 @@ class PackedMatrix:
         return (self.cells != 0).any(1).sum(1)
 
     def index_bits(self) -> dict[str, int]:
-        """Index storage of the compaction (DESIGN.md section 6).
+        """Index storage of the compaction (docs/design.md section 6).
 
         Returns:
             ``{"input": bits, "output": bits}``: ``ceil(log2(M))`` bits per used row
@@ -430,16 +402,16 @@ def _chunk_stats(
         empty = np.zeros((0, blocks), dtype=np.int64)
         return empty, empty.copy(), np.zeros(0, dtype=np.int64)
     # Lines between the last chunk of a chain and the first of the next are empty.
-    line_any = kept[:, None] if blocks == 1 else _any_blocks(flat, width, 1)
+    line_any = kept[:, None] if blocks == 1 else any_blocks(flat, width, 1)
     lines = np.add.reduceat(line_any, starts, axis=0, dtype=np.int64)
-    positions = _sum_blocks(np.logical_or.reduceat(flat, starts, axis=0), width, 1)
+    positions = sum_blocks(np.logical_or.reduceat(flat, starts, axis=0), width, 1)
     return lines, positions, starts // length
 
 
 def _tile_stats(mask: np.ndarray, xbar: Crossbar) -> tuple[np.ndarray, np.ndarray]:
     """``(g, MB, NB)`` used rows and used columns of every dense tile."""
-    rows = _sum_blocks(_any_blocks(mask, xbar.cols, 2), xbar.rows, 1)
-    cols = _sum_blocks(_any_blocks(mask, xbar.rows, 1), xbar.cols, 2)
+    rows = sum_blocks(any_blocks(mask, xbar.cols, 2), xbar.rows, 1)
+    cols = sum_blocks(any_blocks(mask, xbar.rows, 1), xbar.cols, 2)
     return rows, cols
 
 
@@ -485,7 +457,7 @@ def _block_lines(mask: np.ndarray, size: int) -> np.ndarray:
 def _stats_subrow(mask: np.ndarray, xbar: Crossbar) -> _Stats:
     lines = _block_lines(mask, xbar.cols)  # (g, NB, M, C): chains = (group, column block)
     g, nb, m, c = lines.shape
-    kept = _any_blocks(mask, xbar.cols, 2).transpose(0, 2, 1)  # (g, NB, M), cheaper from the mask
+    kept = any_blocks(mask, xbar.cols, 2).transpose(0, 2, 1)  # (g, NB, M), cheaper from the mask
     rows, cols, _ = _chunk_stats(lines.reshape(g * nb, m, c), xbar.rows, c, kept)
     return rows.reshape(-1), cols.reshape(-1)
 
@@ -493,7 +465,7 @@ def _stats_subrow(mask: np.ndarray, xbar: Crossbar) -> _Stats:
 def _stats_subcolumn(mask: np.ndarray, xbar: Crossbar) -> _Stats:
     lines = _block_lines(mask.transpose(0, 2, 1), xbar.rows)  # (g, MB, N, R): (group, row block)
     g, mb, n, r = lines.shape
-    kept = _any_blocks(mask, xbar.rows, 1)  # (g, MB, N)
+    kept = any_blocks(mask, xbar.rows, 1)  # (g, MB, N)
     cols, rows, _ = _chunk_stats(lines.reshape(g * mb, n, r), xbar.cols, r, kept)
     return rows.reshape(-1), cols.reshape(-1)
 
@@ -537,5 +509,6 @@ def crossbar_stats(mask: torch.Tensor, xbar: Crossbar, scheme: str) -> tuple[tor
     """
     stats = _STATS.get(scheme)
     _check_matrix(mask, "mask")
-    rows, cols = stats(_numpy_mask(mask), xbar)
-    return _to_torch(rows.astype(np.int64, copy=False), mask), _to_torch(cols.astype(np.int64, copy=False), mask)
+    rows, cols = stats(bool_array(mask), xbar)
+    rows, cols = rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
+    return from_numpy(rows).to(mask.device), from_numpy(cols).to(mask.device)

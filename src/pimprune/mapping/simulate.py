@@ -1,20 +1,10 @@
-"""Functional simulator: compute a layer through its packed crossbars.
+"""Functional simulator: compute a layer through its packed crossbars and compare with the layer.
 
-Every packing of pruned weights must be proved by computing the layer through
-the packed crossbars and index tables and matching the pruned dense layer
-(DESIGN.md section 5). The simulator does what the hardware does:
-
-1. route inputs: each wordline of each crossbar is driven by the input that its
-   ``row_index`` names; invalid wordlines are driven with 0 (input index);
-2. each crossbar computes, for every bitline, the sum over *all* its wordlines
-   of input times cell (one batched matrix product over the crossbars);
-3. route outputs: every valid bitline's partial sum is added into the output
-   that its ``col_index`` names (output index, partial-sum accumulation);
-   invalid bitlines are not read;
-4. bias (and everything after the layer) stays digital.
-
-:func:`simulate_layer` runs a ``Conv2d`` (through ``F.unfold``, in chunks of
-output positions so memory stays bounded) or a ``Linear``;
+Proves a packing (docs/design.md section 5) by doing what the hardware does:
+route inputs to wordlines by the row index (unconnected wordlines get 0), sum
+every bitline over all wordlines, add each read bitline into the output its
+column index names; bias stays digital. :func:`simulate_layer` runs a
+``Conv2d`` (unfolded, in chunks of output positions) or a ``Linear``;
 :func:`verify_model` checks every mapped layer of a model on its real inputs.
 """
 
@@ -31,14 +21,21 @@ from tqdm import tqdm
 from pimprune.geometry import Crossbar
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
 from pimprune.mapping.packing import PackedMatrix, check_physical, pack
+from pimprune.mapping.tracing import record_layer_io
 
 __all__ = [
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
     "MIN_CHUNK_ELEMENTS",
     "WORKSPACE_FRACTION",
+    "CrossbarPlan",
     "LayerCheck",
     "SimulationMismatch",
     "VerifyReport",
+    "compare_outputs",
+    "compute_layer",
     "conv_padding",
+    "packing_plan",
     "simulate_layer",
     "simulate_matmul",
     "verify_model",
@@ -57,12 +54,12 @@ class SimulationMismatch(AssertionError):
 
 
 @dataclass
-class _Plan:
-    """Index tables of a packing prepared once for many chunks of inputs.
+class CrossbarPlan:
+    """Index tables of crossbars prepared once for many chunks of inputs.
 
-    Wordlines past the last valid one of every crossbar (fed 0) and bitlines
-    past the last valid one (never read) are cut off: that changes no output,
-    only the work (a depthwise layer uses 9 of 128 wordlines).
+    Each of the ``K`` entries is one crossbar (or one activation of a shared
+    crossbar): which input drives each wordline, its cells, and which output
+    each bitline adds into.
     """
 
     flat_rows: torch.Tensor  # (K*R,) long: input position g*M + row of each wordline
@@ -72,6 +69,40 @@ class _Plan:
     inputs: int  # g*M
     outputs: int  # g*N
 
+    @property
+    def workspace(self) -> int:
+        """Elements of workspace per input vector (gathered inputs, partial sums, outputs)."""
+        k, c, r = self.cells_t.shape
+        return k * (r + c) + self.outputs
+
+    def like(self, x: torch.Tensor) -> CrossbarPlan:
+        """The plan on the device of ``x``, its cells in the dtype of ``x``."""
+        return CrossbarPlan(
+            self.flat_rows.to(x.device),
+            self.dead_rows.to(x.device),
+            self.cells_t.to(x.device, x.dtype),
+            self.flat_out.to(x.device),
+            self.inputs,
+            self.outputs,
+        )
+
+    def run(self, xt: torch.Tensor) -> torch.Tensor:
+        """``(g*M, *rest)`` inputs -> ``(g*N, *rest)`` outputs through the crossbars.
+
+        Inputs come first so that gathering wordline inputs (the input index) and
+        accumulating bitline outputs (the output index) act on whole slices.
+        """
+        k, c, r = self.cells_t.shape
+        rest = xt.shape[1:]
+        n = xt[0].numel()
+        driven = xt.index_select(0, self.flat_rows).reshape(k * r, n)  # input index
+        driven.index_fill_(0, self.dead_rows, 0)  # unconnected wordlines are driven with 0
+        driven = driven.view(k, r, n)
+        partial = torch.bmm(self.cells_t, driven)  # (K, C, n): each bitline sums all wordlines
+        out = xt.new_zeros(self.outputs + 1, n)
+        out.index_add_(0, self.flat_out, partial.reshape(k * c, n))  # output index, partial sums
+        return out[: self.outputs].view(self.outputs, *rest)
+
 
 def _extent(valid: torch.Tensor) -> int:
     """Lines up to and including the last one valid in any crossbar (``valid``: (K, L))."""
@@ -79,14 +110,19 @@ def _extent(valid: torch.Tensor) -> int:
     return int(used.max()) + 1 if used.numel() else 1
 
 
-def _plan(packed: PackedMatrix, dtype: torch.dtype, device: torch.device) -> _Plan:
+def packing_plan(packed: PackedMatrix, dtype: torch.dtype, device: torch.device) -> CrossbarPlan:
+    """The :class:`CrossbarPlan` of a packing, cells in ``dtype`` on ``device``.
+
+    Wordlines and bitlines past the last valid one of every crossbar are cut off:
+    that changes no output, only the work (a depthwise layer uses 9 of 128 wordlines).
+    """
     p = packed.to(device)
     g, m, n = p.groups, p.rows, p.cols
     r, c = _extent(p.row_valid), _extent(p.col_valid)
     rows, row_valid = p.row_index[:, :r], p.row_valid[:, :r]
     cols, col_valid = p.col_index[:, :c], p.col_valid[:, :c]
     flat_out = torch.where(col_valid, p.group[:, None] * n + cols, g * n)
-    return _Plan(
+    return CrossbarPlan(
         flat_rows=(p.group[:, None] * m + rows).reshape(-1),
         dead_rows=torch.nonzero(~row_valid.reshape(-1)).flatten(),
         cells_t=p.cells[:, :r, :c].to(dtype).transpose(1, 2),
@@ -94,24 +130,6 @@ def _plan(packed: PackedMatrix, dtype: torch.dtype, device: torch.device) -> _Pl
         inputs=g * m,
         outputs=g * n,
     )
-
-
-def _run(plan: _Plan, xt: torch.Tensor) -> torch.Tensor:
-    """``(g*M, *rest)`` inputs -> ``(g*N, *rest)`` outputs through the crossbars of ``plan``.
-
-    Inputs come first so that gathering wordline inputs (the input index) and
-    accumulating bitline outputs (the output index) act on whole slices.
-    """
-    k, c, r = plan.cells_t.shape
-    rest = xt.shape[1:]
-    n = xt[0].numel()
-    driven = xt.index_select(0, plan.flat_rows).reshape(k * r, n)  # input index
-    driven.index_fill_(0, plan.dead_rows, 0)  # unconnected wordlines are driven with 0
-    driven = driven.view(k, r, n)
-    partial = torch.bmm(plan.cells_t, driven)  # (K, C, n): each bitline sums all wordlines
-    out = xt.new_zeros(plan.outputs + 1, n)
-    out.index_add_(0, plan.flat_out, partial.reshape(k * c, n))  # output index, partial sums
-    return out[: plan.outputs].view(plan.outputs, *rest)
 
 
 def _check_inputs(packed: PackedMatrix, x: torch.Tensor) -> None:
@@ -135,7 +153,7 @@ def simulate_matmul(packed: PackedMatrix, x: torch.Tensor) -> torch.Tensor:
         matrix ``W`` that :meth:`PackedMatrix.unpack` returns.
     """
     _check_inputs(packed, x)
-    return _run(_plan(packed, x.dtype, x.device), x.t()).t()
+    return packing_plan(packed, x.dtype, x.device).run(x.t()).t()
 
 
 def _chunk_positions(
@@ -148,12 +166,6 @@ def _chunk_positions(
         return chunk_size
     budget = max(int(unfolded * WORKSPACE_FRACTION), MIN_CHUNK_ELEMENTS)
     return max(1, min(positions, budget // max(per_position, 1)))
-
-
-def _workspace(plan: _Plan) -> int:
-    """Elements of workspace per input vector (gathered inputs, partial sums, outputs)."""
-    k, c, r = plan.cells_t.shape
-    return k * (r + c) + plan.outputs
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -203,13 +215,13 @@ def _check_layer(module: nn.Module, packed: PackedMatrix) -> None:
 
 
 def _simulate_linear(
-    module: nn.Linear, plan: _Plan, x: torch.Tensor, chunk_size: int | None
+    module: nn.Linear, plan: CrossbarPlan, x: torch.Tensor, chunk_size: int | None
 ) -> torch.Tensor:
     lead = x.shape[:-1]
     flat = x.reshape(-1, module.in_features)
     n = flat.shape[0]
-    step = _chunk_positions(chunk_size, n, _workspace(plan), flat.numel())
-    parts = [_run(plan, flat[i : i + step].t()).t() for i in range(0, n, step)]
+    step = _chunk_positions(chunk_size, n, plan.workspace, flat.numel())
+    parts = [plan.run(flat[i : i + step].t()).t() for i in range(0, n, step)]
     y = torch.cat(parts) if parts else flat.new_zeros(0, module.out_features)
     if module.bias is not None:
         y = y + module.bias.to(y.dtype)
@@ -217,7 +229,7 @@ def _simulate_linear(
 
 
 def _simulate_conv(
-    module: nn.Conv2d, plan: _Plan, x: torch.Tensor, chunk_size: int | None
+    module: nn.Conv2d, plan: CrossbarPlan, x: torch.Tensor, chunk_size: int | None
 ) -> torch.Tensor:
     unbatched = x.dim() == 3
     if unbatched:
@@ -233,12 +245,12 @@ def _simulate_conv(
     wo = (w - dw * (kw - 1) - 1) // sw + 1
     unfolded = F.unfold(x, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (B, g*M, L)
     positions = unfolded.shape[2]
-    step = _chunk_positions(chunk_size, positions, b * _workspace(plan), unfolded.numel())
+    step = _chunk_positions(chunk_size, positions, b * plan.workspace, unfolded.numel())
     y = x.new_empty(b, plan.outputs, positions)
     inputs_first, outputs_first = unfolded.transpose(0, 1), y.transpose(0, 1)  # views
     for start in range(0, positions, step):
         chunk = slice(start, start + step)
-        outputs_first[:, :, chunk] = _run(plan, inputs_first[:, :, chunk])
+        outputs_first[:, :, chunk] = plan.run(inputs_first[:, :, chunk])
     if module.bias is not None:
         y += module.bias.to(y.dtype)[:, None]
     y = y.view(b, plan.outputs, ho, wo)
@@ -271,7 +283,20 @@ def simulate_layer(
         What ``module(x)`` returns: ``(B, Cout, Ho, Wo)`` or ``(..., out)``.
     """
     _check_layer(module, packed)
-    plan = _plan(packed, x.dtype, x.device)
+    return compute_layer(module, packing_plan(packed, x.dtype, x.device), x, chunk_size)
+
+
+def compute_layer(
+    module: nn.Conv2d | nn.Linear, plan: CrossbarPlan, x: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Compute a ``Conv2d`` or ``Linear`` through the crossbars of ``plan`` (bias added digitally).
+
+    Args:
+        module: The layer; supplies geometry and bias (its weights are not read).
+        plan: Crossbars of the layer, on the device and in the dtype of ``x``.
+        x: The layer's input.
+        chunk_size: As for :func:`simulate_layer`.
+    """
     if isinstance(module, nn.Conv2d):
         return _simulate_conv(module, plan, x, chunk_size)
     return _simulate_linear(module, plan, x, chunk_size)
@@ -405,32 +430,6 @@ def verify_model(
     return report
 
 
-def record_layer_io(
-    model: nn.Module, layers: Sequence[LayerMatrix], example: torch.Tensor
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Input and output of every layer's first call in one eval-mode forward pass (mode restored)."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def recorder(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if name not in seen:
-                seen[name] = (args[0].detach(), output.detach())
-
-        return hook
-
-    handles = [lay.module.register_forward_hook(recorder(lay.name)) for lay in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return seen
-
-
 def _verify_layer(
     lay: LayerMatrix, xbar: Crossbar, scheme: str, x: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
 ) -> LayerCheck:
@@ -439,19 +438,26 @@ def _verify_layer(
     packed = pack(matrix, xbar, scheme)
     check_physical(packed, matrix)
     got = simulate_layer(lay.module, packed, x)
-    try:
-        torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
-    except AssertionError as exc:
-        first = str(exc).strip().splitlines()
-        raise SimulationMismatch(
-            f"{lay.name} ({scheme} on {xbar}): crossbars differ from the layer: "
-            + " ".join(line.strip() for line in first[:3])
-        ) from None
+    error = compare_outputs(got, expected, rtol, atol, f"{lay.name} ({scheme} on {xbar}): crossbars")
     return LayerCheck(
         name=lay.name,
         kind=lay.kind,
         shape=f"{lay.groups}x{lay.rows}x{lay.cols}",
         crossbars=packed.n_crossbars,
-        max_error=float((got - expected).abs().max()) if got.numel() else 0.0,
+        max_error=error,
         max_output=float(expected.abs().max()) if expected.numel() else 0.0,
     )
+
+
+def compare_outputs(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> float:
+    """Largest absolute difference of the simulated output ``got`` to the layer's own output.
+
+    Raises:
+        SimulationMismatch: ``"<what> differ from the layer: ..."`` if they are not close.
+    """
+    try:
+        torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+    except AssertionError as exc:
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise SimulationMismatch(f"{what} differ from the layer: {first}") from None
+    return float((got - expected).abs().max()) if got.numel() else 0.0

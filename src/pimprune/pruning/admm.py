@@ -1,29 +1,17 @@
 """ADMM for crossbar-aligned pruning (Zhang et al., ECCV 2018, structured variants).
 
-The constrained problem ``min loss(W) s.t. W in S`` (``S``: the weights a
-pattern's projection can produce within the crossbar budget) is split into
-``W`` and an auxiliary ``Z in S`` with scaled dual ``U``. Each training step
-minimises the augmented loss
-
-    loss(W) + sum_l (rho / 2) * ||W_l - Z_l + U_l||^2
-
-and every ``update_every`` steps
-
-    Z <- Proj_S(W + U)          (the pattern's projection: the Z-step)
-    U <- U + W - Z              (the dual update)
-    rho <- rho * growth          (up to ``rho_final``)
-
-The penalty is applied on the optimizer side: :meth:`ADMM.attach` registers a
-step pre-hook that adds ``rho * (W - Z + U)`` (the closed-form gradient of the
-penalty) to each parameter's gradient, and a post-hook that runs the Z/U
-updates, so a user's own training loop needs no change. :meth:`ADMM.penalty`
-gives the same term as a loss for loops that prefer it (do not use both).
+``min loss(W) s.t. W in S`` is split into ``W`` and ``Z in S`` with scaled dual ``U``:
+each step minimises ``loss(W) + (rho/2) ||W - Z + U||^2``, and every ``update_every``
+steps ``Z <- Proj_S(W + U)`` (the pattern's projection), ``U <- U + W - Z`` and rho
+grows towards ``rho_final``. :meth:`ADMM.attach` applies the penalty on the optimizer
+side (its closed-form gradient in a step pre-hook, the Z/U updates in a post-hook),
+so a training loop needs no change; :meth:`ADMM.penalty` is the same term as a loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -37,18 +25,19 @@ Projection = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class ADMMConfig:
-    """ADMM hyper-parameters.
+    """ADMM hyper-parameters (also the settings of the ``admm`` pruning method).
 
     Attributes:
         rho: Initial penalty weight (1 / weight units squared; dimensionless
             relative to the loss).
         rho_final: Penalty weight reached by the last Z-update (geometric ramp).
-        update_every: Optimizer steps between Z/U updates.
+        update_every: Optimizer steps between Z/U updates (the ``admm`` method derives
+            it from its updates per epoch: not an option).
     """
 
-    rho: float = 1e-3
-    rho_final: float = 1e-1
-    update_every: int = 100
+    rho: float = field(default=1e-3, metadata={"help": "initial ADMM penalty", "positive": True})
+    rho_final: float = field(default=1e-1, metadata={"help": "final ADMM penalty", "positive": True})
+    update_every: int = field(default=100, metadata={"option": False})
 
     def __post_init__(self) -> None:
         if not (self.rho > 0 and self.rho_final >= self.rho):
@@ -58,6 +47,13 @@ class ADMMConfig:
         if self.update_every < 1:
             raise ConfigError(f"ADMM update_every must be >= 1 step, got {self.update_every}")
 
+    @classmethod
+    def from_options(cls, **values: float) -> ADMMConfig:
+        """The settings of command-line options: a final penalty below the initial one is raised to it."""
+        if "rho" in values and "rho_final" in values:
+            values["rho_final"] = max(values["rho_final"], values["rho"])
+        return cls(**values)
+
 
 class ADMM:
     """ADMM state (Z, U, rho) for the parameters a projection constrains.
@@ -65,7 +61,7 @@ class ADMM:
     Args:
         model: The model being trained (masked parameters are handled).
         projection: Callable mapping ``{param name: tensor}`` to boolean masks for
-            the same names (e.g. :class:`pimprune.pruning.budgets.Projector`).
+            the same names (e.g. :class:`pimprune.pruning.projector.Projector`).
         names: Parameter names to constrain.
         config: Hyper-parameters.
         total_updates: Planned number of Z-updates, for the rho ramp.

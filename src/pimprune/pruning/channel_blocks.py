@@ -1,28 +1,16 @@
 """``subrow-channel``: PIM-Prune's sub-rows, where a whole column block may go as output channels.
 
-With per-layer mapping every column block that keeps any output costs at least
-one crossbar: on ResNet18 at 32x32 that floor alone is about 16x, and at 16x a
-sub-row allocation has no freedom left. This pattern lifts the floor in the
-paper's own metric. A column block of a layer whose output channels are tied to
-nothing else (one producer in its dependency group, e.g. the first conv of a
-residual block) may be dropped whole: its output channels are removed as in
-dependency-aware ``filter`` pruning (the columns, the bias, the batch-norm weight
-and bias, so the channels are exactly zero) and the rows of every consumer that
-read them go too. The remaining weights follow the ``subrow`` pattern and are
-counted under the ``subrow`` scheme, where an all-zero column block costs nothing
-and the consumers' dropped rows are not stacked.
-
-The global allocation decides which blocks go. Every output group of every layer
-keeps one sub-row chunk ahead of everything else (the ``keep_every_layer`` guard),
-except that in a layer with removable blocks only the best block is guarded: the
-others compete with every other chunk, and a removable block whose chunks all lose
-is removed. A second ranking, with the removed channels and their consumer rows
-taken out, spends what the removal freed.
+Under per-layer mapping every column block that keeps anything costs a crossbar,
+a floor of about 16x on ResNet18 at 32x32. Here a column block of a layer whose
+output channels are coupled to nothing else may be dropped whole: its channels are
+removed as in ``filter`` pruning, with the consumers' rows. The global ranking
+guards one chunk of every output group except removable blocks (only the best one
+of a layer); a removable block whose chunks all lose goes, and a second ranking
+spends what the removal freed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +20,8 @@ from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.mapping.matrices import LayerMatrix
 from pimprune.numeric import cdiv
-from pimprune.pruning.dependency import FilterGraph, own_parameters
-
-Tensors = Mapping[str, torch.Tensor]
+from pimprune.pruning.dependency import FilterGraph, module_parameters
+from pimprune.pruning.ranking import Ranking, Tensors, layer_scales, rank_units, ranked_tensor
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ def removable_blocks(graph: FilterGraph, layers: list[LayerMatrix], xbar: Crossb
 
 
 class ChannelSubrowStrategy:
-    """The ``subrow-channel`` projection of one :class:`pimprune.pruning.budgets.Projector`.
+    """The ``subrow-channel`` projection of one :class:`pimprune.pruning.projector.Projector`.
 
     Args:
         proj: The projector (its plan gives the layers, kept-dense layers and budget).
@@ -93,8 +80,7 @@ class ChannelSubrowStrategy:
         self.proj = proj
         self.graph = FilterGraph(model, example_input, protect=proj.kept_dense)
         self.blocks = removable_blocks(self.graph, list(proj.layers), proj.crossbar)
-        modules = dict(model.named_modules())
-        untouched = {f"{n}.{p}" for n in proj.kept_dense for p in own_parameters(modules[n])}
+        untouched = module_parameters(model, proj.kept_dense)
         weights = [f"{lay.name}.weight" for lay in proj.layers]
         coupled = {s.param for b in self.blocks for s in self.graph.groups[b.group].slices}
         self.params = weights + [p for p in self.graph.params if p in coupled and p not in set(weights) | untouched]
@@ -105,10 +91,10 @@ class ChannelSubrowStrategy:
 
     def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """Masks of :attr:`params` and the crossbars of every prunable layer."""
-        from pimprune.pruning.budgets import _ranked
-
         layers = {lay.name: lay for lay in self.proj.layers}
-        mats = {n: lay.matrix(_ranked(weights, scores, f"{n}.weight", lay.weight_shape)) for n, lay in layers.items()}
+        mats = {
+            n: lay.matrix(ranked_tensor(weights, scores, f"{n}.weight", lay.weight_shape)) for n, lay in layers.items()
+        }
         _, empty = self._rank(mats, excluded=set())
         gone = {b for b in self.blocks if (b.layer, b.block) in empty}
         removed = self._decision(gone)
@@ -137,8 +123,6 @@ class ChannelSubrowStrategy:
 
         Returns the layer masks and the removable ``(layer, block)`` pairs that keep no chunk.
         """
-        from pimprune.pruning.budgets import layer_scales, rank_units
-
         p, x, plan = self.proj.pattern, self.proj.crossbar, self.proj.plan
         units = {n: p.units(m, x) for n, m in mats.items()}
         removable = {(b.layer, b.block) for b in self.blocks}
@@ -174,7 +158,7 @@ def _guarded(units, removable: set[tuple[str, int]], excluded: set[tuple[str, in
     return out
 
 
-def _exclude(ranking, excluded: set[tuple[str, int]]) -> None:
+def _exclude(ranking: Ranking, excluded: set[tuple[str, int]]) -> None:
     """Chunks of ``excluded`` blocks get zero gain and a cost no budget fits: never taken."""
     start = 0
     for n, u in ranking.units.items():

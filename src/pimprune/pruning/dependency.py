@@ -1,25 +1,12 @@
 """Dependency-aware filter pruning over a whole network (the ``filter`` baseline).
 
-DESIGN.md section 5: removing output channel ``j`` of a layer zeroes its
-matrix column, its bias and its batch-norm weight *and* bias (otherwise the
-batch-norm bias makes the channel a non-zero constant), so channel ``j`` of the
-feature map is exactly zero and the ``kh*kw`` rows that read it in every
-consumer layer go too. Channels tied by residual additions or concatenations
-are removed together or not at all.
-
-The coupling comes from torch-pruning's ``DependencyGraph``: every group it
-returns (rooted at a Conv2d or Linear) lists, for each coupled module, which of
-its channels belong to which channel of the group. :class:`FilterGraph` turns
-that into :class:`ParamSlice` records (parameter name, dimension, positions,
-group channel of each position) and then works on plain tensors only: a
-pruning decision is one boolean tensor per group (``True``: channel removed),
-and its masks are ``dict[param_name -> bool mask of the parameter's shape]``
-with the names of ``model.named_parameters()``.
-
-The outputs of the protected layers (by default the classifier, i.e. the last
-mapped layer) are never pruned: any group that would remove one of their output
-channels is dropped, as torch-pruning does for ignored layers. The first conv's
-inputs (the image channels) belong to no group.
+Removing output channel ``j`` of a layer zeroes its matrix column, its bias and
+its batch-norm weight *and* bias, so the channel is exactly zero and the rows that
+read it in every consumer go too (``docs/design.md`` section 5). Channels tied by
+residual additions or concatenations go together: :class:`FilterGraph` takes the
+coupling from torch-pruning's ``DependencyGraph`` once, then works on plain tensors
+(a decision is one boolean tensor per group; masks are keyed by parameter name).
+The protected layers' outputs (by default the classifier's) are never pruned.
 """
 
 from __future__ import annotations
@@ -85,6 +72,12 @@ def own_parameters(module: nn.Module) -> list[str]:
     return names
 
 
+def module_parameters(model: nn.Module, names: Iterable[str]) -> set[str]:
+    """Full names of the own parameters (:func:`own_parameters`) of the modules ``names``."""
+    modules = dict(model.named_modules())
+    return {f"{n}.{p}" for n in names for p in own_parameters(modules[n])}
+
+
 def logical_parameters(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     """Parameter name -> ``(module, attribute)``, with plain names for parametrized ones.
 
@@ -136,6 +129,44 @@ def _slices_of(module: nn.Module, mod_name: str, out: bool) -> list[tuple[str, i
 
 def _classifier_name(layers: list[LayerMatrix]) -> str | None:
     return layers[-1].name if layers else None
+
+
+def _channel_group(group, graph, names: Mapping[nn.Module, str]) -> ChannelGroup:
+    """A :class:`ChannelGroup` from one torch-pruning group of ``graph`` (``names``: module -> name)."""
+    root = group[0].dep.target.module
+    per_key: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+    producers: list[str] = []
+    consumers: list[str] = []
+    for item in group.items:
+        dep = item.dep
+        module = dep.target.module
+        if isinstance(module, nn.Parameter):
+            raise ConfigError(
+                "filter pruning does not support bare nn.Parameter channels; "
+                "keep that layer dense or choose another pattern"
+            )
+        if module not in names:
+            continue  # torch-pruning's own ops (add, concat, reshape): no parameters
+        out = graph.is_out_channel_pruning_fn(dep.handler)
+        mod_name = names[module]
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            (producers if out else consumers).append(mod_name)
+        for key in _slices_of(module, mod_name, out):
+            index, rootl = per_key.setdefault(key, ([], []))
+            index.extend(int(i) for i in item.idxs)
+            rootl.extend(int(r) for r in item.root_idxs)
+    slices = []
+    for (param, dim), (index, rootl) in per_key.items():
+        pairs = sorted(set(zip(index, rootl, strict=True)))
+        index_t = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
+        slices.append(ParamSlice(param, dim, index_t, torch.tensor([p[1] for p in pairs], dtype=torch.int64)))
+    return ChannelGroup(
+        names.get(root, "?"),
+        len(group[0].idxs),
+        tuple(dict.fromkeys(producers)),
+        tuple(dict.fromkeys(consumers)),
+        slices,
+    )
 
 
 class FilterGraph:
@@ -199,52 +230,7 @@ class FilterGraph:
             for m, mode in modes.items():
                 m.training = mode
         names = {m: n for n, m in model.named_modules()}
-        groups = []
-        for group in raw:
-            root = group[0].dep.target.module
-            size = len(group[0].idxs)
-            per_key: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
-            producers: list[str] = []
-            consumers: list[str] = []
-            for item in group.items:
-                dep = item.dep
-                module = dep.target.module
-                if isinstance(module, nn.Parameter):
-                    raise ConfigError(
-                        "filter pruning does not support bare nn.Parameter channels; "
-                        "keep that layer dense or choose another pattern"
-                    )
-                if module not in names:
-                    continue  # torch-pruning's own ops (add, concat, reshape): no parameters
-                out = graph.is_out_channel_pruning_fn(dep.handler)
-                mod_name = names[module]
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    (producers if out else consumers).append(mod_name)
-                for key in _slices_of(module, mod_name, out):
-                    index, rootl = per_key.setdefault(key, ([], []))
-                    index.extend(int(i) for i in item.idxs)
-                    rootl.extend(int(r) for r in item.root_idxs)
-            slices = []
-            for (param, dim), (index, rootl) in per_key.items():
-                pairs = sorted(set(zip(index, rootl, strict=True)))
-                slices.append(
-                    ParamSlice(
-                        param,
-                        dim,
-                        torch.tensor([p[0] for p in pairs], dtype=torch.int64),
-                        torch.tensor([p[1] for p in pairs], dtype=torch.int64),
-                    )
-                )
-            groups.append(
-                ChannelGroup(
-                    names.get(root, "?"),
-                    size,
-                    tuple(dict.fromkeys(producers)),
-                    tuple(dict.fromkeys(consumers)),
-                    slices,
-                )
-            )
-        return groups
+        return [_channel_group(group, graph, names) for group in raw]
 
     # ------------------------------------------------------------------ decisions
 
@@ -311,16 +297,7 @@ class FilterGraph:
     def masks(self, removed: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Masks of every parameter in :attr:`params` for the decision ``removed``."""
         keep = self.keep_vectors(removed)
-        out = {}
-        for name in self.params:
-            shape = self.shapes[name]
-            mask = torch.ones(shape, dtype=torch.bool)
-            for dim, vec in keep.get(name, {}).items():
-                view = [1] * len(shape)
-                view[dim] = shape[dim]
-                mask = mask & vec.reshape(view)
-            out[name] = mask
-        return out
+        return {name: _mask_of(self.shapes[name], keep.get(name, {})) for name in self.params}
 
     def layer_counts(self, removed: Sequence[torch.Tensor], xbar: Crossbar) -> dict[str, int]:
         """Crossbars of every mapped layer under the ``filter`` scheme after ``removed``.
@@ -343,11 +320,7 @@ class FilterGraph:
                 rows = in_kept * (layer.rows // shape[1])
                 counts[layer.name] = cdiv(rows, xbar.rows) * cdiv(out_kept, xbar.cols)
             else:
-                mask = torch.ones(shape, dtype=torch.bool)
-                for dim, vec in vecs.items():
-                    view = [1] * len(shape)
-                    view[dim] = shape[dim]
-                    mask = mask & vec.reshape(view)
+                mask = _mask_of(shape, vecs)
                 counts[layer.name] = count(weight_to_matrix(mask, layer.groups), xbar, "filter")
         return counts
 
@@ -366,3 +339,13 @@ class FilterGraph:
             rem[torch.argsort(imp, descending=True, stable=True)[:keep]] = False
             removed.append(rem)
         return removed
+
+
+def _mask_of(shape: torch.Size, keep: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """Boolean mask of ``shape`` keeping, along each dimension of ``keep``, the positions it keeps."""
+    mask = torch.ones(shape, dtype=torch.bool)
+    for dim, vec in keep.items():
+        view = [1] * len(shape)
+        view[dim] = shape[dim]
+        mask = mask & vec.reshape(view)
+    return mask

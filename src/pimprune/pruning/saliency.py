@@ -1,43 +1,17 @@
-"""What a pruning mask keeps: the saliency of every weight.
+"""What a pruning mask keeps: a saliency factor ``s`` per weight.
 
-Every pattern (:mod:`pimprune.pruning.patterns`) keeps, within its crossbar budget, the
-units of largest summed *energy*: the sum of squares of what it is given. By
-default that is the weight itself (``magnitude``: energy ``w^2``). A saliency
-here gives, per prunable weight tensor, a non-negative factor ``s`` of the
-weight's shape (or broadcastable to it); the projection then ranks the
-*scores* ``w * s`` (:meth:`Saliency.scores`, energy ``w^2 s^2``) and the mask
-it returns is applied to ``w``. Patterns,
-budgets and the counting rules do not change: only which units look important.
+Patterns keep the units of largest energy of what they rank; with a saliency they
+rank the scores ``w * s`` (energy ``w^2 s^2``) and the mask is applied to ``w``.
 
-``magnitude``
-    ``s = 1``. The classic criterion (ADMM's Z-step is then the Euclidean
-    projection; with another saliency it projects in the weighted norm).
-``activation``
-    Layer-wise optimal brain damage in the units of the layer's normalised
-    output: ``s[o, i] = b[o] * a[i]`` where ``a[i]`` is the root mean square of
-    the layer's input feature ``i`` (an input channel, for every kernel
-    position) over calibration batches, and ``b[o] = |gamma_o| / sqrt(var_o +
-    eps)`` the scale of the batch norm that follows the layer (1 without one).
-    ``w^2 s^2`` is then the expected squared contribution of ``w`` to the
-    batch-normalised output, i.e. the layer's reconstruction error if ``w`` is
-    cut (the diagonal of the layer-wise Hessian ``X^T X``, as in OBS/OBC and
-    Wanda). Inputs that are often zero after a ReLU, and outputs that a small
-    ``gamma`` mutes, stop protecting their weights.
-``fisher``
-    Optimal brain damage with the empirical Fisher information as the Hessian
-    diagonal: ``s^2 = E[g^2]`` over calibration batches (``g`` the gradient of
-    the training loss w.r.t. the weight), so ``w^2 s^2 / 2`` estimates the loss
-    increase when ``w`` is cut. Being an estimate of the *loss*, it is
-    comparable across layers: the global allocation ranks it without the
-    per-layer normalisation (:attr:`Saliency.comparable_across_layers`).
+- ``magnitude``: ``s = 1`` (ADMM's Z-step is then the Euclidean projection).
+- ``activation``: ``s[o, i] = b[o] * rms(input i)``, ``b`` the scale of the batch norm
+  that follows the layer: the layer's reconstruction error in normalised-output units.
+- ``fisher``: ``s = sqrt(E[g^2])`` (empirical Fisher OBD), an estimate of the loss
+  increase, hence comparable across layers (no per-layer normalisation).
 
-``auto`` (the default of ``pimprune prune``) resolves per pattern to the
-saliency that measured best for it (:data:`AUTO_SALIENCY`, docs/results.md):
-``fisher`` for the layer-wise patterns, ``magnitude`` for ``filter``.
-
-A batch norm "follows" a layer when it is the next module registered after it
-(``named_modules`` order) and has as many features as the layer has outputs:
-true for torchvision's and this package's ResNets, VGGs and MobileNets.
+``auto`` resolves per pattern to the measured best (:data:`AUTO_SALIENCY`). A batch
+norm "follows" a layer when it is the next module registered after it and has as
+many features as the layer has outputs.
 """
 
 from __future__ import annotations

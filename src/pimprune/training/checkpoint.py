@@ -1,15 +1,10 @@
 """Checkpoints and result files, written atomically and loaded safely.
 
-Every file pimprune writes goes through :func:`atomic_write`: the content is
-written to a temporary file in the same folder, flushed to disk and renamed
-over the target, so an interrupted write never leaves a file that looks
-complete. Tensors are loaded with ``torch.load(weights_only=True)`` only: a
-checkpoint holding pickled code is refused.
-
-A saved model is two files in one folder: ``model.pt``, a plain ``state_dict``
-(pruned weights exactly zero, masks baked in), and ``model.json`` beside it,
-which says how to build the model (:class:`pimprune.training.models.ModelSpec`) and, for
-a pruned model, the pattern and crossbar it was pruned for.
+Every file goes through :func:`atomic_write` (temp file, fsync, rename), so an
+interrupted write never leaves a complete-looking file; tensors load with
+``weights_only=True``, so pickled code is refused. A saved model is ``model.pt``
+(plain state_dict, masks baked in) plus ``model.json`` (its
+:class:`pimprune.training.models.ModelSpec` and pruning metadata).
 """
 
 from __future__ import annotations
@@ -265,17 +260,6 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     load_state_dict_checked(model, state)
     model.eval()
     return model, meta
-
-
-def looks_like_checkpoint(source: str) -> bool:
-    """Whether a model argument names a checkpoint (else a model name).
-
-    A checkpoint is anything that exists on disk, ends in ``.pt`` or ``.pth``, or
-    holds a path separator; so a missing ``foo.pth`` is a missing checkpoint (an
-    error that says so), not an unknown model name.
-    """
-    path = Path(source)
-    return path.suffix in {".pt", ".pth"} or os.sep in source or "/" in source or path.exists()
 
 
 # --------------------------------------------------------------------------- a run's output folder

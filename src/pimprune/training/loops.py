@@ -206,16 +206,11 @@ def train_epoch(
     execution: Execution = Execution(),
     distill: Distillation | None = None,
 ) -> dict[str, float]:
-    """One epoch of SGD; returns mean loss and accuracy over all ranks.
+    """One epoch of SGD (optionally distilled); returns mean loss and accuracy over all ranks.
 
-    With ``distill`` the loss is the distillation loss (:class:`Distillation`).
-
-    ``execution`` sets mixed precision and the memory format (:class:`Execution`);
-    the loss and accuracy sums stay on the device (no per-step host sync on a GPU).
-
-    The loss is checked every step on the CPU and every :data:`GPU_CHECK_EVERY`
-    steps on a GPU; under torchrun the check is collective, so every rank stops
-    at the same step.
+    Loss and accuracy sums stay on the device (no per-step host sync on a GPU).
+    The loss is checked for NaN every step on the CPU and every
+    :data:`GPU_CHECK_EVERY` steps on a GPU, collectively, so all ranks stop together.
 
     Raises:
         TrainingError: if the loss becomes NaN or infinite (on any rank).
@@ -256,13 +251,11 @@ def train_epoch(
 
 
 def real_samples(loader: Any) -> int | None:
-    """How many samples this rank's shard of ``loader`` holds before its padding.
+    """How many samples this rank's shard of ``loader`` holds before its padding (None: not sharded).
 
-    Sharded loaders (``pimprune.training.data.TensorLoader``, a ``DataLoader`` with a
-    ``DistributedSampler``) pad the dataset by repeating its first samples so
-    every rank gets ``ceil(N / world_size)``; the repeats are the global
-    positions ``N .. total-1``, dealt round-robin, so on each rank they come
-    last. Returns None when the loader is not sharded (nothing to drop).
+    Sharded loaders (``TensorLoader``, a ``DataLoader`` with a ``DistributedSampler``)
+    pad the dataset by repeating its first samples, dealt round-robin, so on each
+    rank the repeats come last and can be dropped.
     """
     sampler = getattr(loader, "sampler", None)
     if hasattr(loader, "padding") and hasattr(loader, "num_samples"):

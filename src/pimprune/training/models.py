@@ -1,28 +1,11 @@
-"""Network architectures that pimprune maps, trains and prunes.
+"""Network architectures that pimprune maps, trains and prunes, and checked state-dict loading.
 
-A :class:`ModelSpec` names an architecture and the few knobs that matter for
-crossbar mapping (classes, input channels, input size, channel width, stem
-stride). :func:`create_model` builds it; no pretrained weights are ever
-downloaded.
-
-Families registered in :data:`MODELS`:
-
-- ``resnet18``, ``resnet34``, ``resnet50``: for inputs of at least
-  :data:`SMALL_INPUT_LIMIT` px at width 1 with the default stem, exactly
-  torchvision's model (only ``conv1`` adapted to ``in_channels``), so ResNet18
-  occupies torchvision's 727 crossbars of 128x128. For smaller inputs
-  (CIFAR-10, Fashion-MNIST) the usual CIFAR variant: a 3x3 stem conv of stride
-  ``stem_stride`` (default 1) and no max-pool. Channels are ``64*width`` per
-  stage (rounded, at least 1). Module names are torchvision's (``conv1``,
-  ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``).
-- ``resnet20``: the CIFAR ResNet-20 of He et al. (16-32-64 channels times
-  ``width``, three blocks per stage, option-B 1x1 projection shortcuts).
-- ``vgg11``, ``vgg16``: torchvision's models for large inputs at width 1; a
-  compact variant with batch norm, global average pooling and one linear
-  classifier otherwise.
-
-Any other torchvision classification model (``torchvision.models.list_models``)
-is built by name with ``weights=None`` at width 1 and the default stem.
+A :class:`ModelSpec` names an architecture and the knobs that matter for crossbar
+mapping (classes, input channels and size, channel width, stem stride);
+:func:`create_model` builds it without pretrained weights. ``resnet18/34/50`` and
+``vgg11/16`` are torchvision's models for large inputs at width 1 (so crossbar
+counts match torchvision's) and CIFAR-style variants otherwise; ``resnet20`` is
+He et al.'s CIFAR net. Any other torchvision classification model is built by name.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Run-time context: device, torch.distributed (torchrun), versions and provenance.
 
-Under ``torchrun`` every rank runs the same program. :class:`Runtime` carries
-the rank and offers the few collectives the pipeline needs to keep the ranks
-in step: :meth:`Runtime.on_main` runs a function (a check of the output folder,
-the read of a checkpoint) on rank 0 only and hands its result, or its user
-error, to every rank, so that an error stops all ranks with the same one-line
-message instead of leaving the others waiting in a collective.
+:class:`Runtime` carries the rank and the few collectives that keep torchrun ranks
+in step; :meth:`Runtime.on_main` runs a step on rank 0 and hands its result, or its
+user error, to every rank, so an error stops all ranks with the same message.
 """
 
 from __future__ import annotations
@@ -29,9 +26,6 @@ from pimprune import __version__
 from pimprune.errors import ConfigError, PimpruneError
 
 T = TypeVar("T")
-
-#: Environment variables torchrun sets for every rank.
-TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass

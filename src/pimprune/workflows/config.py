@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.numeric import check_target_compression
-from pimprune.pruning.admm import ADMMConfig
-from pimprune.pruning.methods import method_choices
+from pimprune.pruning.methods import method_choices, method_settings
 from pimprune.pruning.patterns import PATTERNS
 from pimprune.pruning.saliency import resolve_saliency
 from pimprune.training.loops import Execution, OptimConfig
@@ -36,14 +35,14 @@ class RunConfig:
         model: Model name (see ``pimprune.training.models``).
         width: Channel width multiplier.
         stem_stride: Stride of the first conv (None: the model's default).
-        dataset: Dataset name (see ``pimprune.training.data``).
+        dataset: Dataset name (see ``pimprune.training.datasets``).
         data_dir: Folder of the dataset files (None: the default search).
         batch_size: Mini-batch size per process (samples).
         augment: Random crop + flip on training batches.
         limit_train: Use only the first N training images (None: all).
         limit_test: Use only the first N test images (None: all).
         validation: Training images held out for validation (a fixed split, see
-            :func:`pimprune.training.data.validation_split`; 0: none). With a validation split,
+            :func:`pimprune.training.datasets.validation_split`; 0: none). With a validation split,
             per-epoch accuracy is measured on it and the test split only once at the end.
         seed: Random seed of everything.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -101,6 +100,9 @@ class RunConfig:
 class PruneConfig:
     """What to prune and how.
 
+    The defaults are the measured best recipe (docs/results.md: one-shot, distillation
+    0.9, 30 epochs at lr 0.01; gradual pruning and ADMM split them 15 + 15).
+
     Attributes:
         pattern: Sparsity pattern (see ``pimprune.pruning.patterns``).
         crossbar: Crossbar geometry ``RxC``.
@@ -108,14 +110,16 @@ class PruneConfig:
         allocation: ``global``, ``uniform`` or ``file`` (per-layer YAML budgets).
         budgets_file: YAML file of per-layer budgets for ``allocation="file"``.
         keep_dense: Layers left dense: ``first`` (first conv), ``last`` (classifier) or names.
-        method: ``auto``, ``admm``, ``oneshot`` or ``gradual``.
+        method: ``auto`` or a registered method (``admm``, ``oneshot``, ``gradual``, ...).
         dense: Dense checkpoint (``model.pt`` with ``model.json``); None trains one.
         prune_epochs: ADMM / gradual epochs (one-shot retrains for them instead).
         retrain_epochs: Masked retraining epochs.
         prune_lr: Learning rate of the pruning epochs.
         retrain_lr: Learning rate of masked retraining.
-        admm: ADMM hyper-parameters (``update_every`` is derived from
-            ``updates_per_epoch``).
+        settings: Method name -> its settings (an instance of the method's
+            :attr:`~pimprune.pruning.methods.PruneMethod.Settings`, or a dict of its fields),
+            for every registered method that has settings; missing ones get their defaults.
+            :func:`config_dict` writes each under the method's name (``"admm": {"rho": ...}``).
         updates_per_epoch: Z/U updates (ADMM) or mask updates (gradual) per epoch.
         bn_recalibrate: Training batches used to re-estimate the batch-norm
             statistics right after hard pruning (0: keep the dense statistics). The
@@ -128,10 +132,6 @@ class PruneConfig:
         saliency_batches: Training batches read to compute a data-driven saliency.
         distill: Knowledge distillation from the dense model during the pruning and
             retraining epochs: weight of the distillation term in [0, 1] (0: off).
-
-    The defaults are the measured best recipe (docs/results.md, 2026-12-01: one-shot,
-    distillation 0.9, 30 epochs at lr 0.01; one-shot spends the 15 pruning epochs
-    retraining, gradual pruning and ADMM split them 15 + 15).
         distill_temperature: Distillation temperature.
         packing: How the crossbar budget is counted: ``layer`` (the paper's per-layer
             mapping) or ``network`` (crossbars shared across layers; ``subrow`` only).
@@ -154,7 +154,7 @@ class PruneConfig:
     retrain_epochs: int = 15
     prune_lr: float = 0.01
     retrain_lr: float = 0.01
-    admm: ADMMConfig = field(default_factory=ADMMConfig)
+    settings: dict[str, Any] = field(default_factory=dict, metadata={"flatten": True})
     updates_per_epoch: int = 4
     bn_recalibrate: int = 50
     saliency: str = "auto"
@@ -167,6 +167,10 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)
+        self.settings = method_settings(self.settings)
+        clash = sorted(set(self.settings) & {f.name for f in dataclasses.fields(self)})
+        if clash:
+            raise ConfigError(f"a pruning method may not be named like a PruneConfig field: {', '.join(clash)}")
         resolve_saliency(self.saliency, self.pattern)
         Crossbar.parse(self.crossbar)
         if self.method not in method_choices():
@@ -196,8 +200,19 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
 
 
 def config_dict(obj: Any) -> dict:
-    """A dataclass config as plain JSON data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
+    """A dataclass config as plain JSON data (tuples become lists).
+
+    A field with ``metadata={"flatten": True}`` (a dict, e.g. :attr:`PruneConfig.settings`)
+    is written as its items, in its place.
+    """
+    flat = {f.name for f in dataclasses.fields(obj) if f.metadata.get("flatten")}
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(obj).items():
+        if key in flat:
+            out.update(value)
+        else:
+            out[key] = value
+    return json.loads(json.dumps(out))
 
 
 def run_identity(run: RunConfig) -> dict:

@@ -73,7 +73,8 @@ def dense_checkpoint() -> Path:
 
 
 def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
-    from pimprune.training.data import DataRequest, fashion_mnist_dir
+    from pimprune.training.readers import fashion_mnist_dir
+    from pimprune.training.sources import DataRequest
 
     if cfg.data_dir:
         return "fashion-mnist", cfg.data_dir, f"Fashion-MNIST from {cfg.data_dir}"
@@ -93,7 +94,7 @@ def _dataset(cfg: DemoConfig) -> tuple[str, str | None, str]:
 
 def _configs(cfg: DemoConfig, pattern: str, spec: dict, data: tuple[str, str | None], out: Path) -> tuple:
     """The run and prune configurations of one pattern (the shipped dense model, no dense epochs)."""
-    from pimprune.workflows.pipeline import PruneConfig, RunConfig
+    from pimprune.workflows.config import PruneConfig, RunConfig
 
     dataset, data_dir = data
     run = RunConfig(
@@ -130,7 +131,7 @@ def _prune_patterns(cfg: DemoConfig, spec: dict, data: tuple[str, str | None], c
 
 
 def _table_row(pattern: str, method: str, saliency: str, accuracy: float, model, scheme: str, cost):
-    """One table row; crossbars under both mappings (per layer, and network packing, DESIGN.md section 4)."""
+    """One table row; crossbars under both mappings (per layer, and network packing, docs/design.md section 4)."""
     from pimprune.mapping.network import pack_network
 
     layers = extract_layers(model)
@@ -146,8 +147,8 @@ def _table_row(pattern: str, method: str, saliency: str, accuracy: float, model,
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the summary also written to ``out/demo.json``."""
+    from pimprune.hardware.config import load_preset
     from pimprune.hardware.cost import network_cost
-    from pimprune.hardware.model import load_preset
 
     t0 = time.time()
     xbar = Crossbar.parse(cfg.crossbar)

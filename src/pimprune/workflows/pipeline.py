@@ -1,35 +1,10 @@
 """The train / prune / evaluate pipeline behind the command line.
 
-``run_train`` trains a dense baseline; ``run_prune`` takes a dense model (a
-checkpoint, or trains one), prunes it to a crossbar budget with a pruning
-method (:mod:`pimprune.pruning.methods`: ``oneshot``, ``gradual``, ``admm``) and
-retrains it with masks. It reads as its stages: prepare (every input check),
-dense baseline, pruning epochs and hard prune, masked retraining, result. The
-method decides what happens in its pruning epochs; the pipeline does not know
-which one runs.
-
-Every method gets the same number of epochs (pruning epochs + retraining
-epochs), so they compare at equal cost.
-
-Input is checked before anything is written: settings, names, the data, a
-dense checkpoint and the crossbar target are all validated first, and an
-error leaves the output folder as it was.
-
-Resuming: each epoch ends with an atomic ``checkpoint.pt`` in the output
-folder holding the stage (``dense`` -> the method's stage -> ``retrain``),
-the epoch, weights, masks, optimizer, scheduler, the method's state, torch
-RNG state and the log. ``resume=True`` continues a run killed at any moment
-from it (a run killed before its first checkpoint starts over) and ends with
-the same result as an uninterrupted run with the same seed: data order and
-augmentation depend only on the seed and the epoch, and the dense weights the
-projector sees are kept in the checkpoint. A checkpoint written with other
-settings, or by another number of processes, is refused.
-
-Under torchrun (``torchrun --nproc_per_node N -m pimprune prune ...``) the
-model is wrapped in DDP (NCCL on GPUs, gloo on CPUs), each rank trains on its
-shard of every epoch, ADMM's Z/U and all masks come from rank 0, BatchNorm
-statistics are copied from rank 0 after each epoch, test accuracy counts every
-test sample once, and only rank 0 writes files and prints progress.
+``run_train`` trains a dense baseline; ``run_prune`` prunes a dense model to a crossbar budget with a
+registered method (:mod:`pimprune.pruning.methods`) and retrains it with masks, every method getting the
+same epochs. Every input is checked before anything is written; each epoch ends with an atomic
+``checkpoint.pt`` from which ``resume=True`` continues to the same result as an uninterrupted run. Under
+``torchrun`` the model runs in DDP and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -47,34 +22,28 @@ from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import count_network
 from pimprune.mapping.matrices import extract_layers
 from pimprune.numeric import json_ratio
-from pimprune.pruning.budgets import Projector, PruneTarget
 from pimprune.pruning.masking import apply_masks, get_masks
-from pimprune.pruning.methods import (  # noqa: F401 - AUTO_METHOD_BY_EPOCHS, auto_method re-exported
-    AUTO_METHOD_BY_EPOCHS,
+from pimprune.pruning.methods import (
     PruneMethod,
     PruneSession,
-    auto_method,
     create_method,
     method_choices,
     resolve_method,
 )
 from pimprune.pruning.patterns import get_pattern
+from pimprune.pruning.projector import Projector
 from pimprune.pruning.saliency import calibration_batches, get_saliency, resolve_saliency
-from pimprune.training.checkpoint import (  # noqa: F401 - CHECKPOINT, RESULT re-exported
-    CHECKPOINT,
+from pimprune.pruning.target import PruneTarget
+from pimprune.training.checkpoint import (
     FINISHED,
-    RESULT,
     load_model,
     open_output,
     plain_state_dict,
 )
-from pimprune.training.loops import Distillation, evaluate, recalibrate_batchnorm  # noqa: F401
+from pimprune.training.loops import Distillation, evaluate, recalibrate_batchnorm
 from pimprune.training.runtime import init_runtime
-from pimprune.workflows.config import FREE_ON_RESUME as _FREE_ON_RESUME  # noqa: F401 - re-exported
 from pimprune.workflows.config import PruneConfig, RunConfig, config_dict, run_identity
-from pimprune.workflows.stages import (  # noqa: F401 - CHECKPOINT_FORMAT, RANK_DUMP_ENV re-exported
-    CHECKPOINT_FORMAT,
-    RANK_DUMP_ENV,
+from pimprune.workflows.stages import (
     Checkpointer,
     RunContext,
     cpu_clone,
@@ -95,7 +64,7 @@ from pimprune.workflows.stages import (  # noqa: F401 - CHECKPOINT_FORMAT, RANK_
 #: Pruning methods a user may name; ``auto`` picks by the epoch budget (see :func:`auto_method`).
 METHODS = method_choices()
 
-__all__ = ["RunConfig", "PruneConfig", "run_train", "run_prune", "run_evaluate", "recalibrate_batchnorm"]
+__all__ = ["METHODS", "PruneChoice", "PruneRun", "run_train", "run_prune", "run_evaluate"]
 
 
 # --------------------------------------------------------------------------- train
@@ -163,7 +132,7 @@ def _load_dense(path: str, ctx: RunContext) -> tuple[nn.Module, dict]:
 
 
 @dataclass
-class _PruneChoice:
+class PruneChoice:
     """The names and the target a prune run resolved from its configuration (checked, no I/O)."""
 
     method: str
@@ -171,7 +140,8 @@ class _PruneChoice:
     target: PruneTarget
 
     @classmethod
-    def of(cls, prune: PruneConfig) -> _PruneChoice:
+    def of(cls, prune: PruneConfig) -> PruneChoice:
+        """Resolve ``auto`` method and saliency and build the target of ``prune``."""
         saliency = resolve_saliency(prune.saliency, prune.pattern)
         target = PruneTarget(
             pattern=prune.pattern,
@@ -186,14 +156,14 @@ class _PruneChoice:
         return cls(resolve_method(prune.method, prune.prune_epochs + prune.retrain_epochs), saliency, target)
 
 
-class _PruneRun:
+class PruneRun:
     """The stages of one :func:`run_prune`, sharing the model, projector and method.
 
     Building it checks everything that can fail on the input (the dense checkpoint,
     the target's reachability, the budgets file) before anything is written.
     """
 
-    def __init__(self, ctx: RunContext, prune: PruneConfig, choice: _PruneChoice) -> None:
+    def __init__(self, ctx: RunContext, prune: PruneConfig, choice: PruneChoice) -> None:
         self.ctx, self.prune, self.choice = ctx, prune, choice
         if prune.dense:
             self.model, meta = _load_dense(prune.dense, ctx)
@@ -217,15 +187,14 @@ class _PruneRun:
             first_epoch=self.dense_epochs,
             steps_per_epoch=len(ctx.train_loader),
             updates_per_epoch=prune.updates_per_epoch,
-            admm=prune.admm,
         )
-        self.method: PruneMethod = create_method(choice.method, session)
+        self.method: PruneMethod = create_method(choice.method, session, prune.settings.get(choice.method))
         self.session = session
         self.epochs = self.method.epochs(prune.prune_epochs, prune.retrain_epochs)
         ctx.identity = self._identity()
 
     def _objective_costs(self) -> dict[str, float]:
-        from pimprune.hardware.model import load_preset
+        from pimprune.hardware.config import load_preset
         from pimprune.hardware.objective import model_objective_weights
 
         hw = load_preset(self.prune.hardware)
@@ -238,8 +207,8 @@ class _PruneRun:
 
     def _hardware(self, plain: nn.Module, layers: list, scheme: str) -> dict:
         """Energy and latency per inference of the pruned model (the hardware preset), for the result."""
+        from pimprune.hardware.config import load_preset
         from pimprune.hardware.cost import network_cost
-        from pimprune.hardware.model import load_preset
 
         cost = network_cost(plain, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
                             tuple(self.ctx.example.shape[1:]), layers=layers)
@@ -412,13 +381,13 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         The result dictionary also written to ``result.json`` (on every rank).
     """
     t0 = time.time()
-    choice = _PruneChoice.of(prune)
+    choice = PruneChoice.of(prune)
     rt = init_runtime(run.device)
     try:
         ctx = prepare(run, rt)
         if ctx.status == FINISHED:
             return finished(ctx)
-        job = _PruneRun(ctx, prune, choice)  # 0. every check of the input, before anything is written
+        job = PruneRun(ctx, prune, choice)  # 0. every check of the input, before anything is written
         rt.on_main(lambda: open_output(ctx.out))
         ck = Checkpointer(ctx)
         job.dense_stage(ck)  # 1. the dense baseline
@@ -431,7 +400,8 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
 
 def run_evaluate(path: str, run: RunConfig) -> dict:
     """Accuracy of a saved model on a dataset's test split (every test sample counted once)."""
-    from pimprune.training.data import data_request, load_loaders
+    from pimprune.training.loaders import load_loaders
+    from pimprune.training.sources import data_request
 
     rt = init_runtime(run.device)
     try:

@@ -91,8 +91,9 @@ class RunContext:
 
 def prepare(run: RunConfig, rt: Runtime) -> RunContext:
     """Check the output folder, load the data and describe the model; writes nothing."""
-    from pimprune.training.data import data_request, load_loaders, make_validation_loader
+    from pimprune.training.loaders import load_loaders, make_validation_loader
     from pimprune.training.models import ModelSpec
+    from pimprune.training.sources import data_request
 
     out = Path(run.out)
     status = rt.on_main(lambda: classify_output(out, run.resume))
@@ -109,8 +110,8 @@ def prepare(run: RunConfig, rt: Runtime) -> RunContext:
 
 
 def loader_options(run: RunConfig, rt: Runtime, **changes: Any) -> Any:
-    """The :class:`pimprune.training.data.LoaderOptions` of a run on this rank."""
-    from pimprune.training.data import LoaderOptions
+    """The :class:`pimprune.training.batching.LoaderOptions` of a run on this rank."""
+    from pimprune.training.batching import LoaderOptions
 
     return from_fields(LoaderOptions, run, device=rt.device, rank=rt.rank, world_size=rt.world_size, **changes)
 

@@ -1,8 +1,8 @@
 """Crossbar design-space sweep: prune for every geometry, then cost it on the hardware model.
 
 For each crossbar geometry ``RxC`` of a grid the network is pruned with a
-pattern's projection (DESIGN.md section 5) and mapped on the hardware of
-:mod:`pimprune.hardware.model`; :mod:`pimprune.hardware.cost` gives its energy, area and
+pattern's projection (docs/design.md section 5) and mapped on the hardware of
+:mod:`pimprune.hardware.config`; :mod:`pimprune.hardware.cost` gives its energy, area and
 latency per inference. The result names the sweet spot of each metric.
 
 Modes:
@@ -26,9 +26,7 @@ geometry to the pruned model.
 from __future__ import annotations
 
 import copy
-import csv
 import importlib
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +39,12 @@ from tqdm import tqdm
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
-from pimprune.hardware.cost import COMPONENTS, dense_stats, layer_mvms, network_cost
+from pimprune.hardware.config import HardwareConfig
+from pimprune.hardware.cost import dense_stats, layer_mvms, network_cost
 from pimprune.hardware.latency import network_latency
-from pimprune.hardware.model import HardwareConfig
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
 from pimprune.mapping.network import pack_network
+from pimprune.workflows.config import PruneConfig, RunConfig
 
 __all__ = [
     "METRICS",
@@ -58,9 +57,6 @@ __all__ = [
     "retrained_pruner",
     "run_sweep",
     "sweet_spots",
-    "to_csv",
-    "format_table",
-    "write_outputs",
 ]
 
 #: Metrics a sweet spot is named for (all minimised).
@@ -165,7 +161,7 @@ def _sq_energy(t: torch.Tensor) -> float:
 class ProjectionPruner:
     """Prunes with the pruner's own projection, no retraining (the ``projection`` mode).
 
-    Every mask comes from :class:`pimprune.pruning.budgets.Projector` with the ``global``
+    Every mask comes from :class:`pimprune.pruning.projector.Projector` with the ``global``
     allocation (its keep-every-layer guard and layer normalisation included): for a
     crossbar budget ``B`` the projector is built for ``PruneTarget(pattern, xbar,
     target_compression=dense_total / B, allocation="global", keep_dense=...)`` and
@@ -226,7 +222,7 @@ class ProjectionPruner:
     # -- shared helpers ------------------------------------------------------------
 
     def _target(self, xbar: Crossbar, compression: float, allocation: str = "global") -> Any:
-        from pimprune.pruning.budgets import PruneTarget
+        from pimprune.pruning.target import PruneTarget
 
         return PruneTarget(
             pattern=self.pattern.name,
@@ -271,7 +267,7 @@ class ProjectionPruner:
 
     def _project(self, xbar: Crossbar, compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
         """The Projector for ``compression`` and its ``(g, M, N)`` mask of every pruned layer."""
-        from pimprune.pruning.budgets import Projector
+        from pimprune.pruning.projector import Projector
 
         mapped = {lay.name: lay for lay in self.layers}
         proj = self._projectors.get(str(xbar))
@@ -295,7 +291,7 @@ class ProjectionPruner:
 
     def _compression(self, xbar: Crossbar) -> float:
         """Target compression of ``xbar``: fixed, or the smallest budget keeping ``keep_energy``."""
-        from pimprune.pruning.budgets import Projector
+        from pimprune.pruning.projector import Projector
 
         if self.target_compression is not None:
             return float(self.target_compression)
@@ -376,8 +372,8 @@ def retrained_pruner(
 
     def prune(xbar: Crossbar) -> Pruned:
         target = float(compression_for(xbar))
-        run = pipeline.RunConfig(**{**base, "out": str(Path(out_dir) / str(xbar)), **dict(run_options or {})})
-        cfg = pipeline.PruneConfig(
+        run = RunConfig(**{**base, "out": str(Path(out_dir) / str(xbar)), **dict(run_options or {})})
+        cfg = PruneConfig(
             **{
                 "pattern": pattern,
                 "crossbar": str(xbar),
@@ -584,37 +580,10 @@ def run_sweep(
         raise ConfigError("no crossbar geometry to sweep; pass --rows/--cols or --crossbar")
     layers = extract_layers(model)
     mvms = layer_mvms(model, input_shape)
-    results = []
-    for xbar in tqdm(list(geometries), desc="sweep", unit="geometry", disable=not progress or None):
-        pruned = pruner(xbar)
-        dense = _dense_cost(layers, model, xbar, hw, input_shape, mvms)
-        if pruned.masks is not None:  # masks by layer name of ``model``
-            cost = network_cost(model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers)
-        else:
-            cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
-        lat, lat_dense = network_latency(cost, hw), network_latency(dense, hw)
-        results.append(
-            GeometryResult(
-                crossbar=xbar,
-                crossbars_dense=dense.crossbars,
-                crossbars_pruned=cost.crossbars,
-                target_compression=pruned.target_compression,
-                kept_energy=pruned.kept_energy,
-                energy_nj=cost.energy_nj,
-                area_mm2=cost.area_mm2,
-                latency_us=lat["layer_by_layer"].latency_us,
-                latency_pipelined_us=lat["pipelined"].latency_us,
-                throughput_pipelined_ips=lat["pipelined"].throughput_ips,
-                latency_dense_us=lat_dense["layer_by_layer"].latency_us,
-                fits=lat.fits,
-                energy_dense_nj=dense.energy_nj,
-                area_dense_mm2=dense.area_mm2,
-                energy_breakdown=cost.energy_breakdown,
-                area_breakdown=cost.area_breakdown,
-                silenced_outputs=sum(pruned.silenced_outputs.values()),
-                crossbars_network=_network_crossbars(pruned, xbar, scheme),
-            )
-        )
+    results = [
+        _cost_geometry(model, xbar, pruner(xbar), hw, input_shape, scheme, layers, mvms)
+        for xbar in tqdm(list(geometries), desc="sweep", unit="geometry", disable=not progress or None)
+    ]
     return SweepResult(
         mode=mode,
         model=model_label,
@@ -627,34 +596,6 @@ def run_sweep(
     )
 
 
-# --------------------------------------------------------------------------- outputs
-
-_CSV_FIELDS = (
-    "crossbar",
-    "rows",
-    "cols",
-    "cells",
-    "aspect",
-    "crossbars_dense",
-    "crossbars_network",
-    "crossbars_pruned",
-    "compression",
-    "target_compression",
-    "kept_energy",
-    "energy_nj",
-    "area_mm2",
-    "latency_us",
-    "latency_pipelined_us",
-    "throughput_pipelined_ips",
-    "latency_dense_us",
-    "fits_on_chip",
-    "edp",
-    "energy_dense_nj",
-    "area_dense_mm2",
-    "silenced_outputs",
-)
-
-
 def _network_crossbars(pruned: Pruned, xbar: Crossbar, scheme: str) -> int:
     """Crossbars of the pruned network under network packing (from its masks, or its weights)."""
     mats = pruned.masks
@@ -663,62 +604,40 @@ def _network_crossbars(pruned: Pruned, xbar: Crossbar, scheme: str) -> int:
     return pack_network(mats, xbar, scheme).n_crossbars
 
 
-def to_csv(result: SweepResult) -> str:
-    """The sweep as CSV text, one row per geometry (energy components as ``energy_<c>_nj``)."""
-    buf = io.StringIO()
-    fields = [*_CSV_FIELDS, *(f"energy_{c}_nj" for c in COMPONENTS)]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in result.results:
-        d = r.as_dict()
-        row = {k: d.get(k) for k in _CSV_FIELDS}
-        row["cells"] = r.crossbar.cells
-        row["aspect"] = round(r.crossbar.aspect, 6)
-        row.update({f"energy_{c}_nj": d["energy_breakdown"][c] for c in COMPONENTS})
-        writer.writerow(row)
-    return buf.getvalue()
-
-
-def format_table(result: SweepResult) -> str:
-    """A readable table of the sweep, the sweet spots marked."""
-    spots = result.sweet_spot
-    head = (
-        f"{'crossbar':>9} {'dense':>7} {'pruned':>7} {'compr':>7} {'kept':>6} "
-        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'pipe/s':>8} {'EDP uJ*ms':>10}  best"
+def _cost_geometry(
+    model: nn.Module,
+    xbar: Crossbar,
+    pruned: Pruned,
+    hw: HardwareConfig,
+    input_shape: Sequence[int],
+    scheme: str,
+    layers: list[LayerMatrix],
+    mvms: Mapping[str, int],
+) -> GeometryResult:
+    """Energy, area and latency of one geometry's pruned network beside the dense one."""
+    dense = _dense_cost(layers, model, xbar, hw, input_shape, mvms)
+    if pruned.masks is not None:  # masks by layer name of ``model``
+        cost = network_cost(model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers)
+    else:
+        cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
+    lat, lat_dense = network_latency(cost, hw), network_latency(dense, hw)
+    return GeometryResult(
+        crossbar=xbar,
+        crossbars_dense=dense.crossbars,
+        crossbars_pruned=cost.crossbars,
+        target_compression=pruned.target_compression,
+        kept_energy=pruned.kept_energy,
+        energy_nj=cost.energy_nj,
+        area_mm2=cost.area_mm2,
+        latency_us=lat["layer_by_layer"].latency_us,
+        latency_pipelined_us=lat["pipelined"].latency_us,
+        throughput_pipelined_ips=lat["pipelined"].throughput_ips,
+        latency_dense_us=lat_dense["layer_by_layer"].latency_us,
+        fits=lat.fits,
+        energy_dense_nj=dense.energy_nj,
+        area_dense_mm2=dense.area_mm2,
+        energy_breakdown=cost.energy_breakdown,
+        area_breakdown=cost.area_breakdown,
+        silenced_outputs=sum(pruned.silenced_outputs.values()),
+        crossbars_network=_network_crossbars(pruned, xbar, scheme),
     )
-    lines = [
-        f"{result.mode} sweep of {result.model}: pattern {result.pattern}, "
-        + ", ".join(f"{k} {v:g}" for k, v in result.criterion.items())
-        + f", hardware {result.hardware}, input {'x'.join(map(str, result.input_shape))}",
-        head,
-        "-" * len(head),
-    ]
-    for r in result.results:
-        marks = [m for m in METRICS if spots.get(m) == str(r.crossbar)]
-        kept = "-" if math.isnan(r.kept_energy) else f"{r.kept_energy:.3f}"
-        lines.append(
-            f"{r.crossbar!s:>9} {r.crossbars_dense:>7} {r.crossbars_pruned:>7} "
-            f"{r.compression:>6.2f}x {kept:>6} {r.energy_nj / 1e3:>10.1f} "
-            f"{r.energy_nj / r.energy_dense_nj:>8.3f} {r.area_mm2:>9.3f} "
-            f"{r.latency_us / 1e3:>7.3f} {r.throughput_pipelined_ips:>8.0f} {r.edp / 1e6:>10.2f}  "
-            f"{','.join(marks)}".rstrip()
-        )
-    lines.append("sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items()))
-    return "\n".join(lines)
-
-
-def write_outputs(result: SweepResult, out_dir: str | Path, plots: bool = True) -> list[Path]:
-    """Write ``sweep.json``, ``sweep.csv`` and (with matplotlib) the plots into ``out_dir``.
-
-    Returns:
-        The files written.
-    """
-    from pimprune.training.checkpoint import save_json, save_text
-
-    out = Path(out_dir)
-    files = [save_json(result.as_dict(), out / "sweep.json"), save_text(to_csv(result), out / "sweep.csv")]
-    if plots:
-        from pimprune.reporting.plotting import plot_sweep
-
-        files.extend(plot_sweep(result.as_dict(), out))
-    return files

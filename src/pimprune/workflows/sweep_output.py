@@ -1,0 +1,97 @@
+"""Sweep outputs: CSV, a readable table with the sweet spots, and the files of ``--out``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from pimprune.hardware.cost import COMPONENTS
+from pimprune.workflows.sweep import METRICS, SweepResult
+
+_CSV_FIELDS = (
+    "crossbar",
+    "rows",
+    "cols",
+    "cells",
+    "aspect",
+    "crossbars_dense",
+    "crossbars_network",
+    "crossbars_pruned",
+    "compression",
+    "target_compression",
+    "kept_energy",
+    "energy_nj",
+    "area_mm2",
+    "latency_us",
+    "latency_pipelined_us",
+    "throughput_pipelined_ips",
+    "latency_dense_us",
+    "fits_on_chip",
+    "edp",
+    "energy_dense_nj",
+    "area_dense_mm2",
+    "silenced_outputs",
+)
+
+
+def to_csv(result: SweepResult) -> str:
+    """The sweep as CSV text, one row per geometry (energy components as ``energy_<c>_nj``)."""
+    buf = io.StringIO()
+    fields = [*_CSV_FIELDS, *(f"energy_{c}_nj" for c in COMPONENTS)]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in result.results:
+        d = r.as_dict()
+        row = {k: d.get(k) for k in _CSV_FIELDS}
+        row["cells"] = r.crossbar.cells
+        row["aspect"] = round(r.crossbar.aspect, 6)
+        row.update({f"energy_{c}_nj": d["energy_breakdown"][c] for c in COMPONENTS})
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def format_table(result: SweepResult) -> str:
+    """A readable table of the sweep, the sweet spots marked."""
+    spots = result.sweet_spot
+    head = (
+        f"{'crossbar':>9} {'dense':>7} {'pruned':>7} {'compr':>7} {'kept':>6} "
+        f"{'energy uJ':>10} {'vs dense':>8} {'area mm2':>9} {'lat ms':>7} {'pipe/s':>8} {'EDP uJ*ms':>10}  best"
+    )
+    lines = [
+        f"{result.mode} sweep of {result.model}: pattern {result.pattern}, "
+        + ", ".join(f"{k} {v:g}" for k, v in result.criterion.items())
+        + f", hardware {result.hardware}, input {'x'.join(map(str, result.input_shape))}",
+        head,
+        "-" * len(head),
+    ]
+    for r in result.results:
+        marks = [m for m in METRICS if spots.get(m) == str(r.crossbar)]
+        kept = "-" if math.isnan(r.kept_energy) else f"{r.kept_energy:.3f}"
+        lines.append(
+            f"{r.crossbar!s:>9} {r.crossbars_dense:>7} {r.crossbars_pruned:>7} "
+            f"{r.compression:>6.2f}x {kept:>6} {r.energy_nj / 1e3:>10.1f} "
+            f"{r.energy_nj / r.energy_dense_nj:>8.3f} {r.area_mm2:>9.3f} "
+            f"{r.latency_us / 1e3:>7.3f} {r.throughput_pipelined_ips:>8.0f} {r.edp / 1e6:>10.2f}  "
+            f"{','.join(marks)}".rstrip()
+        )
+    lines.append("sweet spot: " + ", ".join(f"{m} {g}" for m, g in spots.items()))
+    return "\n".join(lines)
+
+
+def write_outputs(result: SweepResult, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write ``sweep.json``, ``sweep.csv`` and (with matplotlib) the plots into ``out_dir``.
+
+    Returns:
+        The files written.
+    """
+    from pimprune.training.checkpoint import save_json, save_text
+
+    out = Path(out_dir)
+    files = [save_json(result.as_dict(), out / "sweep.json"), save_text(to_csv(result), out / "sweep.csv")]
+    if plots:
+        from pimprune.reporting.plotting import plot_sweep
+
+        files.extend(plot_sweep(result.as_dict(), out))
+    return files
