@@ -70,9 +70,9 @@ CASES = [
     _case("prune-geometry-float", [*PRUNE, "--crossbar", "32.5x32", *OUT], r"'32.5x32'"),
     _case("map-geometry", ["map", "resnet18", "--crossbar", "12"], r"invalid crossbar geometry '12'"),
     _case("map-geometry-negative", ["map", "resnet18", "--crossbar=-4x4"], r"'-4x4'"),
-    # the issue-10/11/12 options
-    _case("prune-packing-network-filter", [*PRUNE, "--pattern", "filter", "--packing", "network", *OUT],
-          r"network-packing budget is available for the subrow pattern"),
+    # packing, objective, distillation, validation options
+    _case("prune-packing-network-objective", [*PRUNE, "--packing", "network", "--objective", "energy", *OUT],
+          r"network-packing budget counts shared crossbars only"),
     _case("prune-objective-unknown", [*PRUNE, "--objective", "power", *OUT], r"unknown objective 'power'"),
     _case("prune-distill-above-1", [*PRUNE, "--distill", "2", *OUT], r"distillation weight must be in \[0, 1\]"),
     _case("prune-validation-all", [*PRUNE, "--validation", "100000", *OUT], r"validation must be an integer"),

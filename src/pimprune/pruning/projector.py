@@ -22,6 +22,7 @@ from pimprune.pruning.channel_blocks import ChannelSubrowStrategy
 from pimprune.pruning.dependency import logical_parameters
 from pimprune.pruning.filter_strategy import FilterStrategy
 from pimprune.pruning.network_budget import NetworkPackedStrategy
+from pimprune.pruning.packed_budget import PackedBudgetStrategy
 from pimprune.pruning.patterns import Pattern, UnitsCache, get_pattern
 from pimprune.pruning.plan import BudgetPlan
 from pimprune.pruning.ranking import Tensors, ranked_tensor
@@ -108,7 +109,8 @@ class Projector:
         self.plan = BudgetPlan.build(model, target)
         network_level = NETWORK_STRATEGIES.get(self.pattern.name) if self.pattern.name in NETWORK_STRATEGIES else None
         self._strategy: Strategy = (
-            NetworkPackedStrategy(self) if target.packing == "network"
+            NetworkPackedStrategy(self) if target.packing == "network" and self.pattern.name == "subrow"
+            else PackedBudgetStrategy(self, model, example_input, Projector) if target.packing == "network"
             else LayerStrategy(self) if network_level is None
             else network_level(self, model, example_input)
         )  # fmt: skip
@@ -170,6 +172,11 @@ class Projector:
         """:meth:`__call__` on the tensors the model's forward pass uses (masked, if masked)."""
         refs = logical_parameters(model)
         return self({name: getattr(*refs[name]).detach() for name in self.params})
+
+    @property
+    def packed_layer_compression(self) -> float | None:
+        """Under a shared-crossbar budget, the per-layer compression the last call projected at (else None)."""
+        return getattr(self._strategy, "last_compression", None)
 
     def silenced_outputs(self) -> dict[str, int]:
         """Layers of the latest call whose budget left outputs (columns) without any weight.

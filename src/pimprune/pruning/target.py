@@ -75,11 +75,14 @@ class PruneTarget:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
         if self.packing not in PACKINGS:
             raise ConfigError(f"unknown packing {self.packing!r}; choose one of: {', '.join(PACKINGS)}")
-        if self.packing == "network" and (self.pattern, self.allocation, self.unit_costs) != ("subrow", "global", None):
+        if self.packing == "network" and (self.unit_costs is not None or self.allocation == "file"):
             raise ConfigError(
-                "a network-packing budget is available for the subrow pattern with the global allocation and "
-                "crossbar costs only; use --pattern subrow --allocation global (or --packing layer)"
+                "a network-packing budget counts shared crossbars only: drop --objective and the budgets file "
+                "(or use --packing layer)"
             )
+        if self.packing == "network" and self.pattern == "subrow" and self.allocation != "global":
+            raise ConfigError("a network-packing sub-row budget ranks segments across the network: use "
+                              "--allocation global (or --packing layer)")
         self.crossbar = Crossbar.parse(self.crossbar)
         self.target_compression = check_target_compression(self.target_compression)
         if self.allocation not in ALLOCATIONS:
