@@ -18,15 +18,17 @@ ISAAC_IMA_POWER_MW = 24.1
 ISAAC_IMA_AREA_MM2 = 0.0131
 
 
+HELP = "show a hardware preset and its derived figures"
+DESCRIPTION = (
+    "Print a hardware configuration (a preset name or a YAML/JSON file) and the "
+    "power, area and ADC share of its reference tile (ISAAC: one IMA of 8 arrays of 128x128 "
+    "with their peripherals)."
+)
+
+
 def add_parser(sub: Any) -> None:
     """Register ``hardware``."""
-    p = sub.add_parser(
-        "hardware",
-        help="show a hardware preset and its derived figures",
-        description="Print a hardware configuration (a preset name or a YAML/JSON file) and the "
-        "power, area and ADC share of its reference tile (ISAAC: one IMA of 8 arrays of 128x128 "
-        "with their peripherals).",
-    )
+    p = sub.add_parser("hardware", help=HELP, description=DESCRIPTION)
     p.add_argument(
         "preset",
         nargs="?",

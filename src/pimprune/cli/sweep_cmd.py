@@ -18,15 +18,17 @@ from pimprune.hardware.config import PRESETS
 DEFAULT_SIDES = "32,64,128,256,512"
 
 
+HELP = "sweep crossbar geometries: prune, then energy/area/latency on the hardware model"
+DESCRIPTION = (
+    "For every crossbar geometry, prune MODEL with the pattern's projection (no "
+    "retraining unless --retrain), map it on crossbars and cost it with the hardware model. "
+    "Prints a table with the sweet spots; --out writes sweep.csv, sweep.json and plots."
+)
+
+
 def add_parser(sub: Any) -> None:
     """Register ``sweep``."""
-    p = sub.add_parser(
-        "sweep",
-        help="sweep crossbar geometries: prune, then energy/area/latency on the hardware model",
-        description="For every crossbar geometry, prune MODEL with the pattern's projection (no "
-        "retraining unless --retrain), map it on crossbars and cost it with the hardware model. "
-        "Prints a table with the sweet spots; --out writes sweep.csv, sweep.json and plots.",
-    )
+    p = sub.add_parser("sweep", help=HELP, description=DESCRIPTION)
     p.add_argument("model", help="model name (e.g. resnet18) or a pimprune model.pt (or its folder)")
     geo = p.add_argument_group("geometries (a grid of --rows x --cols, or a list of --crossbar)")
     geo.add_argument("--rows", default=None, help=f"crossbar rows, comma-separated (default {DEFAULT_SIDES})")
