@@ -4,12 +4,15 @@ One definition each: ceiling division and index widths, weight energy (sum of
 squares), ratio rounding for result files, the check of a target compression,
 block reductions of boolean masks, and tensor operations that run in numpy on
 CPU (torch's ``repeat_interleave``, ``contiguous`` and ``pad`` on large tensors
-wait for its thread pool, which on a busy machine costs more than the work).
+wait for its thread pool, which on a busy machine costs more than the work), and a
+scope of one intra-op thread for work made of many such operations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -21,6 +24,23 @@ N = TypeVar("N", int, torch.Tensor, np.ndarray)
 
 #: Torch float dtypes that are copied and padded with numpy on CPU.
 NUMPY_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread, then restore the thread count.
+
+    For work made of many operations on tensors of up to a few million entries (the
+    design-space sweep): a second thread buys little there, and on a busy machine every
+    parallel operation waits for a free core (2x the sweep's time on the loaded build
+    machine). One thread also makes float sums independent of the machine's thread count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cdiv(a: N, b: int) -> N:

@@ -129,3 +129,32 @@ def test_dense_model_by_name_packs_dense_tiles(capsys):
     assert code == 0
     packings = json.loads(out)["results"][0]["packings"]
     assert packings["network"]["total_crossbars"] <= packings["layer"]["total_crossbars"]
+
+
+def test_physical_compression_counts_slices_and_sign_arrays(pruned, capsys):
+    code, out, _ = _run(["map", str(pruned), "--crossbar", "32x32", "--json", "--weight-bits", "8"], capsys)
+    assert code == 0
+    entry = json.loads(out)["results"][0]
+    physical = entry["physical_arrays"]
+    # isaac: 16-bit dense weights on 8 slices of 2-bit cells, x2 for the differential pair; 8-bit: 4 slices
+    assert (physical["arrays_per_crossbar_dense"], physical["arrays_per_crossbar"]) == (16, 8)
+    assert physical["arrays_dense"] == 16 * entry["total_crossbars"]
+    assert physical["arrays"] == 8 * entry["crossbars_pruned"]
+    assert entry["physical_compression"] == pytest.approx(2 * entry["compression"], rel=1e-3)
+    code, out, _ = _run(["map", str(pruned), "--crossbar", "32x32", "--json"], capsys)
+    same_bits = json.loads(out)["results"][0]
+    assert same_bits["physical_compression"] == pytest.approx(same_bits["compression"], rel=1e-3)
+    code, out, _ = _run(["map", str(pruned), "--crossbar", "32x32", "--numerics", "neurosim", "--weight-bits", "4"],
+                        capsys)  # fmt: skip
+    assert code == 0 and "physical compression" in out and "1-bit cells" in out
+
+
+def test_dense_model_physical_compression_is_the_bit_ratio(capsys):
+    code, out, _ = _run(["map", SHIPPED, "--crossbar", "32x32", "--json", "--weight-bits", "4"], capsys)
+    assert code == 0
+    assert json.loads(out)["results"][0]["physical_compression"] == 4.0
+
+
+def test_bad_weight_bits_is_a_one_line_error(capsys):
+    code, _, err = _run(["map", SHIPPED, "--weight-bits", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "weight_bits must be an integer in 2..24" in err

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from pimprune.errors import ConfigError
@@ -107,3 +109,37 @@ def test_network_latency_reads_the_cost():
     cost = network_cost(model, Crossbar(16, 16), "dense", NO_COPIES, (3, 8, 8))
     rep = network_latency(cost, NO_COPIES)
     assert rep["layer_by_layer"].latency_us == pytest.approx(cost.latency_us)
+
+
+def test_a_stage_of_shared_crossbars_holds_their_union_in_both_models():
+    mvms = {"a": 100, "b": 100, "c": 100}
+    # a and b share crossbar 1: one stage of crossbars {0, 1, 2}; c alone on {3}
+    sets = {"a": {0, 1}, "b": {1, 2}, "c": {3}}
+    counts = {n: len(s) for n, s in sets.items()}
+    hw = with_overrides(ISAAC, {"chip.tiles": 1, "chip.arrays_per_tile": 8 * 7})  # 7 crossbars: 3 free
+    rep = latency(counts, mvms, hw, crossbar_sets=sets)
+    assert rep.occupied == 4
+    for mode in EXECUTION_MODELS:  # a copy of the {a, b} stage costs its 3 crossbars: exactly one fits
+        assert rep[mode].copies.get("a", 1) <= 2
+        extra = (rep[mode].copies.get("a", 1) - 1) * 3 + (rep[mode].copies.get("c", 1) - 1)
+        assert extra <= 3
+    # without the sets (members on the same crossbars) a group counts its largest member
+    assert latency(counts, mvms, hw, shared=[{"a", "b"}]).occupied == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    mvms=st.lists(st.integers(0, 3000), min_size=8, max_size=8),
+    share=st.lists(st.integers(0, 7), max_size=6),
+    tiles=st.sampled_from([1, 2, 5, 168]),
+    reprogram=st.sampled_from([0.0, 3.0]),
+    replicate=st.booleans(),
+)
+def test_layer_by_layer_latency_never_exceeds_pipelined(counts, mvms, share, tiles, reprogram, replicate):
+    names = [f"l{i}" for i in range(len(counts))]
+    hw = with_overrides(ISAAC, {"chip.tiles": tiles, "chip.reprogram_us_per_pass": reprogram,
+                                "chip.replicate": replicate})
+    groups = [{names[i % len(names)], names[(i + 1) % len(names)]} for i in share]
+    rep = latency(dict(zip(names, counts, strict=True)), dict(zip(names, mvms, strict=False)), hw, shared=groups)
+    assert rep["layer_by_layer"].latency_us <= rep["pipelined"].latency_us * (1 + 1e-12)

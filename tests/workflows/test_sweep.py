@@ -12,10 +12,12 @@ from pimprune.cli import main
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar, grid
 from pimprune.hardware.config import HardwareConfig
+from pimprune.hardware.cost import crossbar_area_um2, layer_mvms
 from pimprune.mapping.counting import count
 from pimprune.mapping.matrices import extract_layers
 from pimprune.pruning.projector import Projector
 from pimprune.pruning.target import PruneTarget
+from pimprune.workflows.mapping_cost import network_packing
 from pimprune.workflows.sweep import (
     ProjectionPruner,
     Pruned,
@@ -238,6 +240,28 @@ def test_sweep_results_schema_and_sweet_spot():
     json.dumps(d)  # serialisable
 
 
+def test_sweep_costs_the_network_packing_it_reports_and_the_tiles():
+    model, res = _sweep(geoms=[Crossbar(8, 4), Crossbar(4, 16), Crossbar(16, 16)])
+    pruner = ProjectionPruner(model, "subrow", EXAMPLE, keep_energy=0.8)
+    hw = HardwareConfig()
+    for r in res.results:
+        d = r.as_dict()
+        network, chip = d["network"], d["chip"]
+        assert network["crossbars"] == r.crossbars_network <= r.crossbars_pruned
+        # its area is that of the crossbars the placement uses (plus index and adders)
+        built = crossbar_area_um2(hw, r.crossbar, [1] * r.crossbars_network, [1] * r.crossbars_network)
+        assert network["area_breakdown"]["adc"] == pytest.approx(built["adc"] / 1e6, abs=1e-7)
+        assert network["latency_layer_by_layer_us"] <= network["latency_pipelined_us"]
+        masks = pruner(r.crossbar).masks
+        placement, cost = network_packing(masks, r.crossbar, "subrow", hw, layer_mvms(model, SHAPE))
+        assert cost.energy_nj == pytest.approx(network["energy_nj"], abs=1e-3)
+        for key in ("dense", "per_layer", "network"):
+            tiles = chip[key]["tiles"]
+            assert tiles["shared"] <= tiles["tile-per-layer"]
+            assert chip[key]["area_built_mm2"]["tile-per-layer"] >= chip[key]["area_occupied_mm2"] - 1e-6
+        assert chip["per_layer"]["crossbars"] == r.crossbars_pruned and chip["dense"]["crossbars"] == r.crossbars_dense
+
+
 def test_sweep_counts_match_counting():
     model, res = _sweep(geoms=[Crossbar(8, 4), Crossbar(4, 16)])
     pruner = ProjectionPruner(model, "subrow", EXAMPLE, keep_energy=0.8)
@@ -264,6 +288,8 @@ def test_write_outputs(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
     assert [r["crossbar"] for r in rows] == ["4x8", "8x8"]
     assert float(rows[0]["energy_nj"]) == pytest.approx(res.results[0].energy_nj, rel=1e-3)
+    assert float(rows[0]["energy_network_nj"]) == pytest.approx(res.results[0].network["energy_nj"], rel=1e-3)
+    assert int(rows[0]["tiles_shared"]) <= int(rows[0]["tiles_tile_per_layer"])
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["sweet_spot"] == res.sweet_spot
     assert (tmp_path / "out" / "sweep_energy.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -402,3 +428,20 @@ def test_cli_sweep_error_exit_status_of_the_process():
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_projection_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    inside = []
+    real = ProjectionPruner._project
+
+    def spy(self, xbar, compression):
+        inside.append(torch.get_num_threads())
+        return real(self, xbar, compression)
+
+    monkeypatch.setattr(ProjectionPruner, "_project", spy)
+    torch.set_num_threads(2)
+    try:
+        ProjectionPruner(_net(), "subrow", EXAMPLE, keep_energy=0.8)(Crossbar(8, 8))
+        assert inside and set(inside) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the module's fixture setting

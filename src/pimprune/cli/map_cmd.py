@@ -12,6 +12,7 @@ from pimprune.geometry import Crossbar, parse_geometries
 from pimprune.mapping.counting import SCHEMES, NetworkCount, count_geometries
 from pimprune.mapping.matrices import extract_layers
 from pimprune.mapping.network import PACKINGS, NetworkPlacement, activation_summary, pack_layers, pack_network
+from pimprune.numeric import json_ratio
 
 
 def add_parser(sub) -> None:
@@ -38,6 +39,10 @@ def add_parser(sub) -> None:
                    help="compute every layer through the crossbars of --packing and compare with the model")
     p.add_argument("--placement", default=None, metavar="FILE.json",
                    help="write the placement of --packing (one --crossbar only)")
+    p.add_argument("--numerics", default="isaac", metavar="PRESET|FILE",
+                   help="numerics of the physical array count (weight and cell bits, sign arrays; default isaac)")
+    p.add_argument("--weight-bits", type=int, default=None, metavar="B",
+                   help="weight bits of this model, for the physical compression (default: the preset's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--placement writes one placement; give exactly one --crossbar")
     if args.placement is not None and not args.placement.strip():
         raise ConfigError("--placement is empty; pass a file name such as placement.json")
+    dense_numerics, numerics = _numerics(args)
     model, meta, label = resolve_model(args)
     layers = extract_layers(model)
     masks = {lay.name: lay.matrix() != 0 for lay in layers}
@@ -89,15 +95,67 @@ def run(args: argparse.Namespace) -> int:
         save_text(json.dumps(packings[0][args.packing].as_json()) + "\n", args.placement)
     if args.json:
         out = _as_json(label, meta, results, pruned, scheme)
-        for entry, pk in zip(out["results"], packings, strict=True):
+        for entry, pk, nc in zip(out["results"], packings, results, strict=True):
             entry["packing"] = args.packing
             entry["packings"] = {name: _packing_json(pl) for name, pl in pk.items()}
+            physical = physical_arrays(nc, scheme if pruned else "dense", dense_numerics, numerics)
+            entry["physical_compression"] = physical["compression"]
+            entry["physical_arrays"] = physical
         print(json.dumps(out))
     else:
         for nc, pk in zip(results, packings, strict=True):
             _print_table(label, nc, pruned, scheme)
+            _print_physical(physical_arrays(nc, scheme if pruned else "dense", dense_numerics, numerics))
             _print_packings(pk)
     return 0
+
+
+def _numerics(args: argparse.Namespace):
+    """The preset's numerics (the dense reference) and the model's (``--weight-bits``)."""
+    from pimprune.hardware.numerics import load_numerics, numerics_with_overrides
+
+    preset = load_numerics(args.numerics)
+    if args.weight_bits is None:
+        return preset, preset
+    return preset, numerics_with_overrides(preset, {"weight_bits": args.weight_bits})
+
+
+def physical_arrays(nc: NetworkCount, scheme: str, dense_numerics, numerics) -> dict:
+    """Physical arrays of the dense and the mapped model, and their ratio (the physical compression).
+
+    A logical crossbar (one weight per cell) takes ``slices x sign arrays`` physical arrays
+    (:attr:`pimprune.hardware.numerics.NumericsConfig.physical_arrays`, the rule of
+    ``HardwareConfig.physical_arrays``): the dense model at the preset's weight bits over the
+    model's crossbars at its own bits.
+    """
+    dense = nc.total("dense") * dense_numerics.physical_arrays
+    mapped = nc.total(scheme) * numerics.physical_arrays
+    return {
+        "numerics": dense_numerics.name,
+        "dense_weight_bits": dense_numerics.weight_bits,
+        "weight_bits": numerics.weight_bits,
+        "cell_bits": numerics.cell_bits,
+        "sign_arrays": numerics.sign.array_factor,
+        "arrays_per_crossbar_dense": dense_numerics.physical_arrays,
+        "arrays_per_crossbar": numerics.physical_arrays,
+        "arrays_dense": dense,
+        "arrays": mapped,
+        "compression": json_ratio(dense / mapped) if mapped else None,
+    }
+
+
+def _bits(b: int | None) -> str:
+    return "fp32" if b is None else f"{b}-bit"
+
+
+def _print_physical(ph: dict) -> None:
+    bits = _bits
+    ratio = "n/a" if ph["compression"] is None else f"{ph['compression']:.2f}x"
+    print(
+        f"physical arrays ({ph['numerics']} numerics, {ph['cell_bits']}-bit cells, x{ph['sign_arrays']} sign arrays): "
+        f"dense {ph['arrays_dense']} at {bits(ph['dense_weight_bits'])} weights -> {ph['arrays']} at "
+        f"{bits(ph['weight_bits'])}: physical compression {ratio}"
+    )
 
 
 def _packings(layers, xbar: Crossbar, scheme: str, packing: str) -> dict[str, NetworkPlacement]:

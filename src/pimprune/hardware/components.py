@@ -1,4 +1,4 @@
-"""Component models of a crossbar accelerator (DACs, arrays, registers, chip, sign schemes).
+"""Component models of a crossbar accelerator (DACs, arrays, registers, adders, chip, sign schemes).
 
 ISAAC (Shafiee et al., ISCA 2016) quotes power at its operating point; the
 defaults here are energy per event: each power figure times the 100 ns cycle,
@@ -18,6 +18,8 @@ from pimprune.registry import Registry
 
 __all__ = [
     "SIGN_SCHEMES",
+    "TILE_POLICIES",
+    "AdderModel",
     "ArrayModel",
     "ChipLayout",
     "DacModel",
@@ -39,6 +41,8 @@ _ISAAC_CONVERSIONS = 8 * 128  # ADC conversions per cycle per IMA (8 ADCs x 1.28
 _ISAAC_INPUT_BITS_READ = 8 * 128 * 1  # input-register bits read per cycle (1-bit DAC per row)
 _ISAAC_INPUT_REG_BITS = 2048 * 8  # 2 KB input register
 _ISAAC_OUTPUT_REG_BITS = 256 * 8  # 256 B output register, written once per cycle
+_ISAAC_SA_UNITS = 4  # shift-and-add units per IMA (Table I: 4 units, 0.2 mW, 0.00024 mm^2)
+_ISAAC_SA_OPS = _ISAAC_CONVERSIONS // _ISAAC_SA_UNITS  # values one unit merges per 100 ns cycle (256)
 _MM2 = 1e6  # um^2 per mm^2
 
 
@@ -202,14 +206,62 @@ class ImaLayout:
         check_fields(self, "ima.", positive=("arrays", "rows", "cols"))
 
 
+#: Ways of giving layers the tiles of a chip (:mod:`pimprune.hardware.chip`).
+TILE_POLICIES: tuple[str, ...] = ("tile-per-layer", "shared")
+
+
+@dataclass(frozen=True)
+class AdderModel:
+    """Digital adders that sum the partial sums of one output computed on several crossbars.
+
+    A layer whose matrix is taller than ``R`` (per-layer mapping), or a block that network
+    packing splits along its rows, computes each output on several crossbars; their partial
+    sums (after each crossbar's shift-and-add) meet in an adder, once per MVM:
+    ``contributions - 1`` adds per output (docs/hardware.md, "What sharing costs and what
+    tiles cost").
+
+    Attributes:
+        energy_pj_per_add: Energy of one add of two partial sums (pJ). ISAAC Table I lists one
+            shift-and-add (S+A) unit per tile for the partial sums of its IMAs, 0.05 mW and
+            0.00006 mm^2: the same unit as the IMA's four (0.2 mW, 0.00024 mm^2), which merge
+            the 1024 conversions of one 100 ns cycle, 256 each. One add:
+            0.05 mW * 100 ns / 256 = 0.0195 pJ. (NeuroSim calls the same circuit the
+            accumulation adder tree.)
+        area_um2_per_unit: Area of one adder unit (um^2): ISAAC's S+A, 0.00006 mm^2 = 60 um^2.
+        adds_per_unit_per_cycle: Adds one unit performs per read cycle (ISAAC: 256, see above).
+            A layer gets ``ceil(adds per MVM / (adds_per_unit_per_cycle * input cycles))``
+            units, so its adds of one MVM finish within the MVM's read cycles.
+    """
+
+    energy_pj_per_add: float = 0.2 / _ISAAC_SA_UNITS * _ISAAC_CYCLE_NS / _ISAAC_SA_OPS
+    area_um2_per_unit: float = 0.00024 / _ISAAC_SA_UNITS * _MM2
+    adds_per_unit_per_cycle: int = _ISAAC_SA_OPS
+
+    def __post_init__(self) -> None:
+        check_fields(self, "adder.", positive=("adds_per_unit_per_cycle",))
+
+
 @dataclass(frozen=True)
 class ChipLayout:
-    """How many crossbars a chip holds, for latency and replication (:mod:`pimprune.hardware.latency`).
+    """The chip's hierarchy: arrays into PEs (ISAAC: IMAs) into tiles into a chip.
+
+    Used for latency and replication (:mod:`pimprune.hardware.latency`) and for the tiles a
+    mapped network takes (:mod:`pimprune.hardware.chip`, which also has a NeuroSim preset).
 
     Attributes:
         tiles: Tiles per chip (ISAAC: 168 tiles per chip, Shafiee et al. 2016, section 6).
         arrays_per_tile: Physical arrays per tile (ISAAC: 12 IMAs of 8 arrays = 96). A
             logical crossbar takes :attr:`HardwareConfig.physical_arrays` of them.
+        arrays_per_pe: Physical arrays per processing element (ISAAC: an IMA of 8 arrays).
+            Must divide ``arrays_per_tile``.
+        tile_policy: How layers take tiles, one of :data:`TILE_POLICIES`: ``tile-per-layer``
+            (every layer, or group of layers sharing crossbars, takes whole tiles of its
+            own: ISAAC and NeuroSim) or ``shared`` (layers packed into common tiles).
+        tile_periphery_um2: Area of a tile besides its arrays and their peripherals (um^2):
+            ISAAC's eDRAM buffer, bus, router share, sigmoid, S+A, max-pool and output
+            register, about 0.215 mm^2 per tile (Table I: 0.372 mm^2 tile - 12 IMAs of
+            0.0131 mm^2). 0 by default: like static power and the on-chip network, not
+            modelled (docs/hardware.md section 3).
         replicate: Spend the crossbars the network leaves free on copies of its slowest
             layers (ISAAC balances its pipeline so); copies split a layer's MVMs.
         reprogram_us_per_pass: Time to rewrite the crossbars once (us) when the network
@@ -219,11 +271,23 @@ class ChipLayout:
 
     tiles: int = 168
     arrays_per_tile: int = 96
+    arrays_per_pe: int = 8
+    tile_policy: str = "tile-per-layer"
+    tile_periphery_um2: float = 0.0
     replicate: bool = True
     reprogram_us_per_pass: float = 0.0
 
     def __post_init__(self) -> None:
-        check_fields(self, "chip.", positive=("tiles", "arrays_per_tile"))
+        check_fields(self, "chip.", positive=("tiles", "arrays_per_tile", "arrays_per_pe"))
+        if self.arrays_per_tile % self.arrays_per_pe:
+            raise ConfigError(
+                f"hardware field chip.arrays_per_pe ({self.arrays_per_pe}) must divide "
+                f"chip.arrays_per_tile ({self.arrays_per_tile})"
+            )
+        if self.tile_policy not in TILE_POLICIES:
+            raise ConfigError(
+                f"hardware field chip.tile_policy must be one of {', '.join(TILE_POLICIES)}, got {self.tile_policy!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pimprune.errors import ConfigError
 from pimprune.hardware.adc import AdcModel, adc_bits
 from pimprune.hardware.components import (
     SIGN_SCHEMES,
+    AdderModel,
     ArrayModel,
     ChipLayout,
     DacModel,
@@ -45,6 +46,8 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_preset",
+    "merge_fields",
+    "read_config_file",
     "with_overrides",
 ]
 
@@ -77,8 +80,9 @@ class HardwareConfig:
         shift_add: Shift-and-add model.
         registers: Input / output register model.
         index: Index and routing overhead of compacted crossbars.
+        adder: Digital adders of partial sums computed on several crossbars.
         ima: Reference tile of the preset's headline figures.
-        chip: Tiles and arrays of the chip, for latency and replication.
+        chip: The chip's arrays, PEs and tiles, for latency, replication and tile area.
     """
 
     name: str = "isaac"
@@ -99,6 +103,7 @@ class HardwareConfig:
     shift_add: ShiftAdd = field(default_factory=ShiftAdd)
     registers: Registers = field(default_factory=Registers)
     index: IndexOverhead = field(default_factory=IndexOverhead)
+    adder: AdderModel = field(default_factory=AdderModel)
     ima: ImaLayout = field(default_factory=ImaLayout)
     chip: ChipLayout = field(default_factory=ChipLayout)
 
@@ -181,7 +186,7 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
+def _coerce(value: Any, tp: Any, path: str, what: str = "hardware") -> Any:
     """Check and convert a loaded value to a field type (bool, int, float, str, optional)."""
     args = typing.get_args(tp)
     if type(None) in args:
@@ -204,13 +209,28 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     else:  # tables: normalised and checked by the dataclass
         return value
-    raise ConfigError(f"hardware field {path} must be {_describe(tp)}, got {value!r}")
+    raise ConfigError(f"{what} field {path} must be {_describe(tp)}, got {value!r}")
 
 
-def _merge(cls: type, base: Any, data: Mapping[str, Any], prefix: str) -> Any:
+def merge_fields(cls: type, base: Any, data: Mapping[str, Any], prefix: str = "", what: str = "hardware") -> Any:
+    """A copy of the frozen dataclass ``base`` (of type ``cls``) with the fields in ``data`` replaced.
+
+    Nested dataclass fields take nested mappings; values are checked against the field
+    types (bool, int, float, str, optional) and the dataclass checks its ranges.
+
+    Args:
+        cls: The dataclass type.
+        base: The instance the missing fields come from.
+        data: Field name -> value (a mapping for a nested dataclass).
+        prefix: Dotted path of ``base`` inside its parent, for messages.
+        what: What the fields configure (``hardware``, ``numerics``), for messages.
+
+    Raises:
+        ConfigError: on an unknown field, a wrong type or an out-of-range value.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"hardware field {prefix.rstrip('.') or '(top level)'} must be a mapping of fields, got {data!r}"
+            f"{what} field {prefix.rstrip('.') or '(top level)'} must be a mapping of fields, got {data!r}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -219,16 +239,16 @@ def _merge(cls: type, base: Any, data: Mapping[str, Any], prefix: str) -> Any:
         path = f"{prefix}{key}"
         if key not in fields:
             where = f"of {prefix.rstrip('.')}" if prefix else "at the top level"
-            raise ConfigError(f"unknown hardware field {path!r}; known fields {where}: {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown {what} field {path!r}; known fields {where}: {', '.join(sorted(fields))}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            changes[key] = _merge(tp, getattr(base, key), value, f"{path}.")
+            changes[key] = merge_fields(tp, getattr(base, key), value, f"{path}.", what)
         else:
-            changes[key] = _coerce(value, tp, path)
+            changes[key] = _coerce(value, tp, path, what)
     try:
         return dataclasses.replace(base, **changes)
     except TypeError as exc:  # pragma: no cover - guarded by the field check above
-        raise ConfigError(f"invalid hardware fields under {prefix or 'top level'}: {exc}") from None
+        raise ConfigError(f"invalid {what} fields under {prefix or 'top level'}: {exc}") from None
 
 
 def config_from_dict(data: Mapping[str, Any], base: HardwareConfig | None = None) -> HardwareConfig:
@@ -237,7 +257,7 @@ def config_from_dict(data: Mapping[str, Any], base: HardwareConfig | None = None
     Raises:
         ConfigError: on an unknown field, a wrong type or an out-of-range value.
     """
-    return _merge(HardwareConfig, base or HardwareConfig(), data, "")
+    return merge_fields(HardwareConfig, base or HardwareConfig(), data, "")
 
 
 def with_overrides(cfg: HardwareConfig, overrides: Mapping[str, Any]) -> HardwareConfig:
@@ -269,18 +289,23 @@ PRESETS.add("isaac", "isaac32.yaml")
 _MAX_BASE_DEPTH = 8
 
 
-def _read_file(path: Path) -> Any:
+def read_config_file(path: Path, what: str = "hardware") -> Any:
+    """The content of a YAML or JSON configuration file (JSON by the ``.json`` suffix).
+
+    Raises:
+        ConfigError: if the file cannot be read or parsed (one line, naming ``what``).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read hardware file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)
         return yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         first = " ".join(str(exc).split())
-        raise ConfigError(f"hardware file {path} is not valid YAML/JSON: {first[:200]}") from None
+        raise ConfigError(f"{what} file {path} is not valid YAML/JSON: {first[:200]}") from None
 
 
 def _load(source: str | Path, depth: int) -> HardwareConfig:
@@ -298,7 +323,7 @@ def _load(source: str | Path, depth: int) -> HardwareConfig:
                 f"({', '.join(PRESETS.names())}) or a .yaml/.json file"
             )
         default_name = path.stem
-    data = _read_file(path)
+    data = read_config_file(path)
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -1,14 +1,18 @@
 """Latency and throughput of a mapped network on a chip, layer by layer or pipelined (docs/hardware.md section 7).
 
 The chip holds ``hw.chip_crossbars`` logical crossbars. A layer of ``L`` crossbars running ``M`` MVMs
-of ``t`` ns takes ``ceil(M / r) * t`` with ``r`` copies of its crossbars. When the network fits, the
-free crossbars hold copies (layer by layer: most time saved per crossbar first; pipelined: the
-bottleneck stage, as ISAAC balances its pipeline); when it does not, the weights are written pass by
-pass and nothing is copied.
+of ``t`` ns takes ``ceil(M / r) * t`` with ``r`` copies of its crossbars. Layers that share crossbars
+(network packing) form one stage that holds the union of their crossbars, and both execution models
+copy a stage whole: the same hardware for the same weights. When the network fits, the free
+crossbars hold copies (layer by layer: most time saved per crossbar first, or the pipeline's copies
+when they give a lower latency; pipelined: the bottleneck stage, as ISAAC balances its pipeline);
+when it does not, the weights are written pass by pass and nothing is copied. So layer by layer is
+never slower per inference than pipelined (which buys throughput, not latency).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,7 +24,7 @@ from pimprune.hardware.config import HardwareConfig
 from pimprune.numeric import cdiv
 from pimprune.registry import Registry
 
-__all__ = ["EXECUTION_MODELS", "Execution", "LatencyReport", "Stage", "latency", "network_latency"]
+__all__ = ["EXECUTION_MODELS", "Execution", "LatencyReport", "Stage", "latency", "network_latency", "sharing_groups"]
 
 _NS_PER_US = 1e3
 _NS_PER_S = 1e9
@@ -32,7 +36,8 @@ class Stage:
 
     Attributes:
         names: Its layers, in network order.
-        crossbars: Crossbars one copy occupies (a group: its largest member's).
+        crossbars: Crossbars one copy occupies (a group: the union of its members' crossbars
+            when they are known, else its largest member's).
         mvms: MVMs per image of each layer.
         mvm_ns: Time of one MVM of each layer (ns).
     """
@@ -168,14 +173,18 @@ def _replicate_bottleneck(stages: Sequence[Stage], spare: int) -> list[int]:
 # --------------------------------------------------------------------------- execution models
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Plan:
-    layers: list[Stage]  # one stage per layer
-    stages: list[Stage]  # groups merged
+    stages: list[Stage]  # one per layer, groups that share crossbars merged
     occupied: int
     capacity: int
     replicate: bool
     reprogram_ns: float
+
+    @functools.cached_property
+    def bottleneck(self) -> list[int]:
+        """Copies of :func:`_replicate_bottleneck` in the free crossbars (the network fits)."""
+        return _replicate_bottleneck(self.stages, self.capacity - self.occupied if self.replicate else 0)
 
 
 def _execution(
@@ -192,17 +201,30 @@ def _execution(
 
 
 def _layer_by_layer(plan: _Plan) -> Execution:
-    stages, k = plan.layers, plan.capacity
+    """Layers in turn, each stage's crossbars copied into the free ones.
+
+    Copies: the greedy of :func:`_replicate_sum`, or the pipeline's copies where they give a
+    lower sum (the greedy is a knapsack heuristic); without room, a stage in turn per pass, or
+    the pipeline's segments where they rewrite the chip less often. Either way never slower
+    than :func:`_pipelined` on the same plan.
+    """
+    stages, k = plan.stages, plan.capacity
     if plan.occupied <= k:
         spare = k - plan.occupied if plan.replicate else 0
-        copies = _replicate_sum(stages, spare)
-        total = sum(s.time_ns(c) for s, c in zip(stages, copies, strict=True))
-        return _execution("layer_by_layer", stages, copies, total, total, 1)
+        best = None
+        for copies in (_replicate_sum(stages, spare), plan.bottleneck):
+            total = sum(s.time_ns(c) for s, c in zip(stages, copies, strict=True))
+            if best is None or total < best[1]:
+                best = (copies, total)
+        return _execution("layer_by_layer", stages, best[0], best[1], best[1], 1)
     total, passes = 0.0, 0
-    for s in stages:  # each layer in turn, its weights written for it; no copies
+    for s in stages:  # each stage in turn, its weights written for it; no copies
         rounds = max(1, cdiv(s.crossbars, k))
         total += rounds * (s.time_ns() + plan.reprogram_ns)
         passes += rounds
+    segments = _segmented(plan)
+    if segments[0] < total:
+        total, passes = segments[0], segments[2]
     return _execution("layer_by_layer", stages, [1] * len(stages), total, total, passes)
 
 
@@ -219,12 +241,9 @@ def _segments(stages: Sequence[Stage], capacity: int) -> list[list[int]]:
     return [seg for seg in out if seg]
 
 
-def _pipelined(plan: _Plan) -> Execution:
+def _segmented(plan: _Plan) -> tuple[float, float, int]:
+    """``(latency, period, passes)`` in ns of consecutive segments that fit, run one after the other."""
     stages, k = plan.stages, plan.capacity
-    if plan.occupied <= k:
-        copies = _replicate_bottleneck(stages, k - plan.occupied if plan.replicate else 0)
-        times = [s.time_ns(c) for s, c in zip(stages, copies, strict=True)]
-        return _execution("pipelined", stages, copies, sum(times), max(times, default=0.0), 1)
     latency_ns = period_ns = 0.0
     passes = 0
     for seg in _segments(stages, k):  # no copies: they would be rewritten every pass too
@@ -233,6 +252,16 @@ def _pipelined(plan: _Plan) -> Execution:
         latency_ns += sum(times) + rounds * plan.reprogram_ns
         period_ns += max(times)
         passes += rounds
+    return latency_ns, period_ns, passes
+
+
+def _pipelined(plan: _Plan) -> Execution:
+    stages, k = plan.stages, plan.capacity
+    if plan.occupied <= k:
+        copies = plan.bottleneck
+        times = [s.time_ns(c) for s, c in zip(stages, copies, strict=True)]
+        return _execution("pipelined", stages, copies, sum(times), max(times, default=0.0), 1)
+    latency_ns, period_ns, passes = _segmented(plan)
     return _execution("pipelined", stages, [1] * len(stages), latency_ns, period_ns, passes)
 
 
@@ -269,6 +298,52 @@ def _groups(names: Sequence[str], shared: Sequence[Collection[str]]) -> list[lis
     return sorted(merged.values(), key=lambda g: owner[g[0]])
 
 
+def sharing_groups(crossbar_sets: Mapping[str, Collection[int]]) -> list[set[str]]:
+    """Groups of layers that share a crossbar, directly or through others (sharing is transitive).
+
+    Args:
+        crossbar_sets: Layer name -> indices of the placement's crossbars holding it.
+
+    Returns:
+        The groups of two or more layers.
+    """
+    first: dict[int, str] = {}
+    pairs: list[set[str]] = []
+    for name, ks in crossbar_sets.items():
+        for k in ks:
+            other = first.setdefault(int(k), name)
+            if other != name:
+                pairs.append({other, name})
+    return [set(g) for g in _groups(list(crossbar_sets), pairs) if len(g) > 1]
+
+
+def _stages(
+    crossbars: Mapping[str, int],
+    mvms: Mapping[str, int],
+    hw: HardwareConfig,
+    cycles: Mapping[str, float],
+    shared: Sequence[Collection[str]],
+    crossbar_sets: Mapping[str, Collection[int]] | None,
+) -> list[Stage]:
+    """The stages of :func:`latency`: one per layer, layers sharing crossbars merged."""
+    names = list(crossbars)
+    if any(int(crossbars[n]) < 0 or int(mvms.get(n, 0)) < 0 for n in names):
+        raise ConfigError("crossbar and MVM counts must be >= 0")
+    sets = {n: {int(k) for k in crossbar_sets.get(n, ())} for n in names} if crossbar_sets is not None else None
+
+    def stage(group: Sequence[str]) -> Stage:
+        held = len(set().union(*(sets[n] for n in group))) if sets is not None else 0
+        return Stage(
+            names=tuple(group),
+            crossbars=max(held, *(int(crossbars[n]) for n in group)),
+            mvms=tuple(int(mvms.get(n, 0)) for n in group),
+            mvm_ns=tuple(hw.input_cycles * float(cycles.get(n, hw.read_cycle_ns)) for n in group),
+        )
+
+    groups = [*shared, *(sharing_groups(sets) if sets is not None else [])]
+    return [stage(g) for g in _groups(names, groups)]
+
+
 def latency(
     crossbars: Mapping[str, int],
     mvms: Mapping[str, int],
@@ -277,6 +352,7 @@ def latency(
     cycle_ns: Mapping[str, float] | None = None,
     shared: Sequence[Collection[str]] = (),
     total_crossbars: int | None = None,
+    crossbar_sets: Mapping[str, Collection[int]] | None = None,
 ) -> LatencyReport:
     """Latency and throughput per inference under every execution model.
 
@@ -284,12 +360,18 @@ def latency(
         crossbars: Layer name -> crossbars it occupies, in network order.
         mvms: Layer name -> MVMs per inference (:func:`pimprune.hardware.cost.layer_mvms`).
         hw: Hardware configuration (its ``chip``, ``input_cycles`` and ``read_cycle_ns``).
-        cycle_ns: Layer name -> read cycle of its slowest crossbar (ns); default
-            ``hw.read_cycle_ns`` (:attr:`pimprune.hardware.cost.LayerCost.cycle_ns` has it).
-        shared: Groups of layer names that share crossbars (network packing): one
-            pipeline stage each, serialised.
+        cycle_ns: Layer name -> time of one read cycle of an MVM of the layer (ns): the read
+            cycle of its slowest crossbar (:attr:`pimprune.hardware.cost.LayerCost.cycle_ns`),
+            or, when a crossbar runs several activations of it in series, their sum
+            (:mod:`pimprune.hardware.placement_cost`); default ``hw.read_cycle_ns``.
+        shared: Groups of layer names that share crossbars (network packing): one stage
+            each, its layers in turn (serialised in the pipeline).
         total_crossbars: Crossbars the network occupies, if known (network packing);
-            default: the sum over stages (a group counts its largest member).
+            default: the sum over stages.
+        crossbar_sets: Layer name -> indices of the placement's crossbars holding it
+            (network packing). Layers whose sets meet share a stage (transitively) and a
+            stage holds the union of its members' crossbars. Without it a group of
+            ``shared`` counts its largest member's crossbars (members on the same crossbars).
 
     Returns:
         Both execution models (``report["layer_by_layer"]``, ``report["pipelined"]``).
@@ -297,24 +379,9 @@ def latency(
     Raises:
         ConfigError: on a negative count or a group naming an unknown layer.
     """
-    names = list(crossbars)
-    cycles = dict(cycle_ns or {})
-    if any(int(crossbars[n]) < 0 or int(mvms.get(n, 0)) < 0 for n in names):
-        raise ConfigError("crossbar and MVM counts must be >= 0")
-
-    def stage(group: Sequence[str]) -> Stage:
-        return Stage(
-            names=tuple(group),
-            crossbars=max(int(crossbars[n]) for n in group),
-            mvms=tuple(int(mvms.get(n, 0)) for n in group),
-            mvm_ns=tuple(hw.input_cycles * float(cycles.get(n, hw.read_cycle_ns)) for n in group),
-        )
-
-    layers = [stage([n]) for n in names]
-    stages = [stage(g) for g in _groups(names, shared)]
+    stages = _stages(crossbars, mvms, hw, cycle_ns or {}, shared, crossbar_sets)
     occupied = int(total_crossbars) if total_crossbars is not None else sum(s.crossbars for s in stages)
     plan = _Plan(
-        layers=layers,
         stages=stages,
         occupied=occupied,
         capacity=hw.chip_crossbars,

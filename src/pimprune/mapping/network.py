@@ -215,6 +215,8 @@ def extract_blocks(name: str, matrix: torch.Tensor, xbar: Crossbar, scheme: str)
         Blocks in the packer's order (groups outer).
     """
     _shape(name, matrix)
+    if scheme == "subrow":
+        return _subrow_blocks(name, (matrix.detach() != 0).cpu().numpy(), xbar)
     packed = pack((matrix.detach() != 0).to(torch.float32), xbar, scheme)
     merged: dict[tuple[int, bytes], list[np.ndarray]] = {}
     cols_of: dict[tuple[int, bytes], np.ndarray] = {}
@@ -227,6 +229,27 @@ def extract_blocks(name: str, matrix: torch.Tensor, xbar: Crossbar, scheme: str)
         merged.setdefault(key, []).append(ri[k][rv[k]].astype(np.int64))
         cols_of[key] = cols
     return [Block(name, key[0], np.concatenate(rows), cols_of[key]) for key, rows in merged.items()]
+
+
+def _subrow_blocks(name: str, mask: np.ndarray, xbar: Crossbar) -> list[Block]:
+    """:func:`extract_blocks` under ``subrow`` without building the packing (the same blocks, in order).
+
+    Per group and ``C``-column block, the rows holding a kept weight in that block, ascending
+    (what :func:`pimprune.mapping.packing.pack` stacks ``R`` at a time), by all the block's columns.
+    """
+    g, m, n = mask.shape
+    nb = cdiv(n, xbar.cols)
+    padded = np.zeros((g, m, nb * xbar.cols), dtype=bool)
+    padded[:, :, :n] = mask
+    kept = padded.reshape(g, m, nb, xbar.cols).any(3)  # (g, M, nb)
+    out = []
+    for group in range(g):
+        for b in range(nb):
+            rows = np.flatnonzero(kept[group, :, b]).astype(np.int64)
+            if rows.size:
+                cols = np.arange(b * xbar.cols, min((b + 1) * xbar.cols, n), dtype=np.int64)
+                out.append(Block(name, group, rows, cols))
+    return out
 
 
 # --------------------------------------------------------------------------- placement
@@ -368,15 +391,14 @@ def place_blocks(blocks: Sequence[Block], xbar: Crossbar) -> list[list[Piece]]:
     for blk in blocks:
         if blk.width > xbar.cols or not blk.width or not blk.height:
             raise ValueError(f"{blk.layer}: a block of {blk.height}x{blk.width} cannot be placed on {xbar}")
-    fallback = _per_layer(blocks, xbar)
     cells = sum(blk.height * blk.width for blk in blocks)
-    lo, hi = int(cdiv(cells, xbar.cells)), len(fallback)
+    lo, hi = int(cdiv(cells, xbar.cells)), sum(int(cdiv(blk.height, xbar.rows)) for blk in blocks)  # hi: _per_layer's
     order = sorted(range(len(blocks)), key=lambda b: -blocks[b].width)  # stable: network order within a width
     for k in range(lo, min(hi, lo + _LINEAR_TRIES)):
         placed = _place_any(blocks, order, xbar, k)
         if placed is not None:
             return placed
-    best, lo = fallback, min(hi, lo + _LINEAR_TRIES)
+    best, lo = None, min(hi, lo + _LINEAR_TRIES)
     while lo < hi:  # bisection above the linear tries; keeps the best placement found
         mid = (lo + hi) // 2
         placed = _place_any(blocks, order, xbar, mid)
@@ -384,7 +406,7 @@ def place_blocks(blocks: Sequence[Block], xbar: Crossbar) -> list[list[Piece]]:
             lo = mid + 1
         else:
             best, hi = placed, mid
-    return best
+    return _per_layer(blocks, xbar) if best is None else best
 
 
 def pack_network(matrices: Mapping[str, torch.Tensor], xbar: Crossbar, scheme: str = "subrow") -> NetworkPlacement:

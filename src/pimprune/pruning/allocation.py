@@ -205,7 +205,7 @@ class GlobalAllocator(Allocator):
         cache = self.proj.units_cache
         return rank_units(
             {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()},
-            layer_scales(mats, plan, target.normalize_layers),
+            layer_scales(mats, plan, target.normalize_layers, None if cache is None else cache.energy),
             keep_every_layer=target.keep_every_layer,
             every_chain=p.chain_is_output_group,
             unit_costs=plan.costs if plan.weighted else None,

@@ -23,7 +23,7 @@ import torch
 
 from pimprune.geometry import Crossbar
 from pimprune.mapping.counting import count, packing_bound
-from pimprune.numeric import broadcast, cdiv, contiguous, repeat, squares, zero_pad
+from pimprune.numeric import broadcast, cdiv, contiguous, energy, repeat, squares, zero_pad
 from pimprune.pruning.units import SortedItems, Units, chunked_units, greedy_select, sort_items
 from pimprune.registry import Registry
 
@@ -193,6 +193,13 @@ class UnitsCache:
         self.pattern = pattern
         self._items: dict[tuple[Hashable, tuple[int, ...]], SortedItems] = {}
         self._squares: dict[Hashable, torch.Tensor] = {}
+        self._energy: dict[Hashable, float] = {}
+
+    def energy(self, key: Hashable, matrix: torch.Tensor) -> float:
+        """:func:`pimprune.numeric.energy` of ``matrix`` (the layer named ``key``), computed once."""
+        if key not in self._energy:
+            self._energy[key] = energy(matrix)
+        return self._energy[key]
 
     def units(self, key: Hashable, matrix: torch.Tensor, xbar: Crossbar) -> Units:
         """Units of ``matrix`` (the layer named ``key``) on ``xbar``."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pimprune.errors import ConfigError
+from pimprune.numeric import bool_array
 from pimprune.pruning.allocation import LAYER_ALLOCATIONS
 from pimprune.pruning.channel_blocks import ChannelSubrowStrategy
 from pimprune.pruning.dependency import logical_parameters
@@ -57,10 +58,15 @@ class LayerStrategy:
     def retarget(self) -> None:  # noqa: D102
         self.allocator.retarget()
 
-    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+    def matrices(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """``(g, M, N)`` masks by layer name and the crossbars of each prunable layer."""
         pairs = list(zip(self.proj.layers, self.params, strict=True))
         mats = {lay.name: lay.matrix(ranked_tensor(weights, scores, pn, lay.weight_shape)) for lay, pn in pairs}
-        layer_masks, budgets = self.allocator.allocate(mats)
+        return self.allocator.allocate(mats)
+
+    def __call__(self, weights: Tensors, scores: Tensors) -> tuple[dict[str, torch.Tensor], dict[str, int]]:  # noqa: D102
+        layer_masks, budgets = self.matrices(weights, scores)
+        pairs = zip(self.proj.layers, self.params, strict=True)
         return {pn: lay.to_weight(layer_masks[lay.name]) for lay, pn in pairs}, budgets
 
 
@@ -115,9 +121,10 @@ class Projector:
             else network_level(self, model, example_input)
         )  # fmt: skip
         self.params: list[str] = list(self._strategy.params)
-        self._silenced: dict[str, int] = {}
+        self._silenced: dict[str, int] | None = {}
+        self._pending: dict[str, torch.Tensor] = {}
         if not self._fixed_budgets():
-            self.project_model(model)
+            self.project_model(model, matrices=True)  # the first budgets (masks in matrix form: no round trip)
 
     def __getattr__(self, name: str):
         # the plan's bookkeeping, readable on the projector (all_layers, dense_total, ...)
@@ -168,10 +175,31 @@ class Projector:
         self._silenced = self._count_silenced(masks)
         return masks
 
-    def project_model(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """:meth:`__call__` on the tensors the model's forward pass uses (masked, if masked)."""
+    def project_matrices(self, weights: Tensors, scores: Tensors | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`__call__` as ``(g, M, N)`` masks by layer name, for the masked mapped layers only.
+
+        The same masks, in matrix form; layer-wise patterns skip the round trip through the
+        weight shape (the design-space sweep projects hundreds of times). Its
+        :meth:`silenced_outputs` are counted when asked for: the masks must not change until then.
+        """
+        matrices = getattr(self._strategy, "matrices", None)
+        if matrices is None:
+            by_param = {f"{lay.name}.weight": lay for lay in self.plan.all_layers}
+            return {by_param[pn].name: by_param[pn].matrix(m) for pn, m in self(weights, scores).items()
+                    if pn in by_param}
+        masks, self.budgets = matrices(weights, scores or {})
+        self._silenced = None
+        self._pending = masks
+        return masks
+
+    def project_model(self, model: nn.Module, matrices: bool = False) -> dict[str, torch.Tensor]:
+        """:meth:`__call__` on the tensors the model's forward pass uses (masked, if masked).
+
+        With ``matrices=True``: :meth:`project_matrices` of the same tensors.
+        """
         refs = logical_parameters(model)
-        return self({name: getattr(*refs[name]).detach() for name in self.params})
+        weights = {name: getattr(*refs[name]).detach() for name in self.params}
+        return self.project_matrices(weights) if matrices else self(weights)
 
     @property
     def packed_layer_compression(self) -> float | None:
@@ -186,15 +214,19 @@ class Projector:
             layers with at least one; kept-dense layers never appear). For
             ``filter`` these are the removed channels themselves.
         """
+        if self._silenced is None:  # masks of project_matrices
+            self._silenced = self._count_silenced({f"{n}.weight": m for n, m in self._pending.items()}, False)
+            self._pending = {}
         return dict(self._silenced)
 
-    def _count_silenced(self, masks: Tensors) -> dict[str, int]:
+    def _count_silenced(self, masks: Tensors, weight_shape: bool = True) -> dict[str, int]:
         out = {}
         for lay in self.plan.layers:
             mask = masks.get(f"{lay.name}.weight")
             if mask is None:
                 continue
-            n = int((~lay.matrix(mask).any(1)).sum())
+            matrix = lay.matrix(mask) if weight_shape else mask
+            n = int((~bool_array(matrix).any(1)).sum()) if matrix.device.type == "cpu" else int((~matrix.any(1)).sum())
             if n:
                 out[lay.name] = n
         return out

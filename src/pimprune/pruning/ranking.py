@@ -10,7 +10,7 @@ parameter: its score if given, else its weight.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -141,10 +141,15 @@ def _boost_kept(
         g[keep] = g[keep] + boost
 
 
-def layer_scales(mats: Tensors, plan: BudgetPlan, normalize: bool) -> dict[str, float]:
-    """The global allocation's per-layer gain factor: dense crossbars / energy (1 without normalisation)."""
+def layer_scales(
+    mats: Tensors, plan: BudgetPlan, normalize: bool, energy_of: Callable[[str, torch.Tensor], float] | None = None
+) -> dict[str, float]:
+    """The global allocation's per-layer gain factor: dense crossbars / energy (1 without normalisation).
+
+    ``energy_of(name, matrix)`` replaces :func:`pimprune.numeric.energy` (a cache of fixed weights).
+    """
     scale = {}
     for n, m in mats.items():
-        e = energy(m) if normalize else 0.0
+        e = (energy(m) if energy_of is None else energy_of(n, m)) if normalize else 0.0
         scale[n] = plan.prunable_dense[n] / e if e > 0 else 1.0
     return scale

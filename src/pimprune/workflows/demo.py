@@ -130,18 +130,26 @@ def _prune_patterns(cfg: DemoConfig, spec: dict, data: tuple[str, str | None], c
     return rows
 
 
-def _table_row(pattern: str, method: str, saliency: str, accuracy: float, model, scheme: str, cost):
-    """One table row; crossbars under both mappings (per layer, and network packing, docs/design.md section 4)."""
-    from pimprune.mapping.network import pack_network
+def _table_row(pattern: str, method: str, saliency: str, accuracy: float, model, scheme: str, cost, hw):
+    """One table row: both mappings (per layer, and network packing, docs/design.md section 4), each costed.
+
+    The network packing's energy and area are those of the placement itself (its crossbars,
+    activations, adders and index tables: :mod:`pimprune.hardware.placement_cost`), proved by
+    :func:`pimprune.mapping.network.check_placement`.
+    """
+    from pimprune.hardware.cost import layer_mvms
+    from pimprune.workflows.mapping_cost import network_packing
 
     layers = extract_layers(model)
-    network = pack_network({lay.name: lay.matrix() for lay in layers}, cost.crossbar, scheme).n_crossbars
+    mvms = layer_mvms(model, cost.input_shape)
+    placement, network = network_packing({lay.name: lay.matrix() for lay in layers}, cost.crossbar, scheme, hw, mvms)
     dense = count_network(layers, cost.crossbar, schemes=("dense",)).total("dense")
     return {
         "pattern": pattern, "method": method, "saliency": saliency, "accuracy": accuracy,
         "crossbars": cost.crossbars, "compression": dense / cost.crossbars,
-        "crossbars_network": network, "compression_network": dense / network,
+        "crossbars_network": placement.n_crossbars, "compression_network": dense / placement.n_crossbars,
         "energy_nj": cost.energy_nj, "area_mm2": cost.area_mm2,
+        "energy_network_nj": network.energy_nj, "area_network_mm2": network.area_mm2,
     }  # fmt: skip
 
 
@@ -175,10 +183,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     dense_cost = cost_of(dense_model, "dense")
     rows = _prune_patterns(cfg, spec, (dataset, data_dir), cost_of, out)
     acc_dense = rows[0][1]["accuracy_dense"] if rows else float("nan")
-    table = [_table_row("dense", "-", "-", acc_dense, dense_model, "dense", dense_cost)]
+    table = [_table_row("dense", "-", "-", acc_dense, dense_model, "dense", dense_cost, hw)]
     for pattern, res, cost, model in rows:
         table.append(_table_row(pattern, res["method"], res.get("saliency", "-"), res["accuracy_pruned"],
-                                model, res["scheme"], cost))  # fmt: skip
+                                model, res["scheme"], cost, hw))  # fmt: skip
     text = format_table(table, acc_dense)
     print("\n" + text)
     summary = {
@@ -200,15 +208,17 @@ def format_table(table: list[dict], acc_dense: float) -> str:
     """The side-by-side table as Markdown."""
     lines = [
         "| pattern | method | saliency | accuracy | loss (points) | crossbars (per layer) | compression "
-        "| crossbars (network packing) | compression | energy / inference (nJ) | area (mm^2) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| energy / inference (nJ) | area (mm^2) | crossbars (network packing) | compression "
+        "| energy / inference (nJ) | area (mm^2) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         loss = 100 * (acc_dense - r["accuracy"])
         lines.append(
             f"| {r['pattern']} | {r['method']} | {r.get('saliency', '-')} | {100 * r['accuracy']:.2f}% | {loss:+.2f} "
-            f"| {r['crossbars']} | {r['compression']:.2f}x | {r['crossbars_network']} | "
-            f"{r['compression_network']:.2f}x | {r['energy_nj']:.1f} | {r['area_mm2']:.3f} |"
+            f"| {r['crossbars']} | {r['compression']:.2f}x | {r['energy_nj']:.1f} | {r['area_mm2']:.3f} "
+            f"| {r['crossbars_network']} | {r['compression_network']:.2f}x | {r['energy_network_nj']:.1f} "
+            f"| {r['area_network_mm2']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -43,6 +43,7 @@ from pimprune.training.checkpoint import (
 from pimprune.training.loops import Distillation, evaluate, recalibrate_batchnorm
 from pimprune.training.runtime import init_runtime
 from pimprune.workflows.config import PruneConfig, RunConfig, config_dict, run_identity
+from pimprune.workflows.mapping_cost import chip_entry, packing_bounds
 from pimprune.workflows.stages import (
     Checkpointer,
     RunContext,
@@ -205,28 +206,33 @@ class PruneRun:
         floor = 1e-6 * max(weights.values())  # a layer that never runs on the input still costs a little
         return {n: max(w, floor) for n, w in weights.items()}
 
-    def _hardware(self, plain: nn.Module, layers: list, scheme: str) -> dict:
-        """Energy and latency per inference of the pruned model (the hardware preset), for the result."""
+    def _mapped_cost(self, plain: nn.Module, layers: list, scheme: str):
+        """Costs of the pruned model under the mapping the run reports (the hardware preset).
+
+        Under network packing the placement is proved (:func:`pimprune.mapping.network.check_placement`)
+        before rank 0 writes it as ``placement.json``, and the hardware entry costs that placement.
+        """
         from pimprune.hardware.config import load_preset
-        from pimprune.hardware.cost import network_cost
-
-        cost = network_cost(plain, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
-                            tuple(self.ctx.example.shape[1:]), layers=layers)
-        return {"preset": self.prune.hardware, "energy_nj": round(cost.energy_nj, 4),
-                "area_mm2": round(cost.area_mm2, 6), "latency_us": round(cost.latency_us, 3)}
-
-    def _network_packing(self, layers: list, scheme: str) -> dict | None:
-        """Crossbars of the network-wide placement (written as ``placement.json`` by rank 0)."""
-        if self.prune.packing != "network":
-            return None
-        from pimprune.mapping.network import pack_network
+        from pimprune.hardware.cost import layer_mvms
         from pimprune.training.checkpoint import save_json
+        from pimprune.workflows.mapping_cost import cost_mapping
 
-        placement = pack_network({lay.name: lay.matrix() for lay in layers},
-                                 self.choice.target.crossbar, scheme)
-        if self.ctx.rt.is_main:
-            save_json(placement.as_json(), self.ctx.out / "placement.json")
-        return {"crossbars": placement.n_crossbars}
+        shape = tuple(self.ctx.example.shape[1:])
+        cost = cost_mapping(plain, layers, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
+                            shape, layer_mvms(plain, shape), packing=self.prune.packing)
+        if cost.placement is not None and self.ctx.rt.is_main:
+            save_json(cost.placement.as_json(), self.ctx.out / "placement.json")
+        return cost
+
+    def _hardware(self, cost) -> dict:
+        """The ``hardware`` entry: energy, area and latency per inference of the mapping the run reports."""
+        per_layer = cost.per_layer
+        out = {"preset": self.prune.hardware, "energy_nj": round(per_layer.energy_nj, 4),
+               "area_mm2": round(per_layer.area_mm2, 6), "latency_us": round(per_layer.latency_us, 3)}
+        if cost.network is None:
+            return out
+        return {"preset": self.prune.hardware, **cost.network.as_dict(), "per_layer": {"crossbars": per_layer.crossbars,
+                **{k: out[k] for k in ("energy_nj", "area_mm2", "latency_us")}}}
 
     def _identity(self) -> dict:
         identity = {
@@ -344,9 +350,11 @@ class PruneRun:
         layers = extract_layers(plain)
         counts = count_network(layers, xbar)
         projection = ck.state["projection"]
-        network = self._network_packing(layers, scheme)
-        if network is not None:
-            network["compression"] = json_ratio(counts.total("dense") / max(network["crossbars"], 1))
+        cost = self._mapped_cost(plain, layers, scheme)
+        network = None
+        if cost.placement is not None:
+            network = {"crossbars": cost.placement.n_crossbars,
+                       "compression": json_ratio(counts.total("dense") / max(cost.placement.n_crossbars, 1))}
         prune_key = method.name if method.trains_while_pruning else "prune"
         return run_result(
             ctx,
@@ -362,9 +370,10 @@ class PruneRun:
             crossbars_dense=counts.total("dense"), crossbars_pruned=counts.total(scheme),
             compression=json_ratio(counts.compression(scheme)),
             compression_conv=json_ratio(counts.compression(scheme, "conv")),
-            packing_bound=counts.bound(), target_compression=prune.target_compression,
+            **packing_bounds(sum(lc.nnz for lc in counts.layers), counts.bound(), xbar),
+            target_compression=prune.target_compression,
             packing=prune.packing, network_packing=network, objective=prune.objective,
-            hardware=self._hardware(plain, layers, scheme),
+            hardware=self._hardware(cost), chip=chip_entry(cost),
             epochs={"dense": self.dense_epochs, prune_key: self.epochs[0], "retrain": self.epochs[1]},
             silenced_outputs=projection["silenced_outputs"], budgets=projection["budgets"],
             layers=[lc.as_dict() for lc in counts.layers],

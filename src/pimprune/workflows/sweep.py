@@ -40,11 +40,12 @@ from tqdm import tqdm
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
 from pimprune.hardware.config import HardwareConfig
-from pimprune.hardware.cost import dense_stats, layer_mvms, network_cost
+from pimprune.hardware.cost import layer_mvms
 from pimprune.hardware.latency import network_latency
 from pimprune.mapping.matrices import LayerMatrix, extract_layers
-from pimprune.mapping.network import pack_network
+from pimprune.numeric import one_thread
 from pimprune.workflows.config import PruneConfig, RunConfig
+from pimprune.workflows.mapping_cost import chip_entry, cost_mapping
 
 __all__ = [
     "METRICS",
@@ -153,9 +154,20 @@ def load_sweep_model(
 # --------------------------------------------------------------------------- projection mode
 
 
+#: Largest difference between the fast and the exact kept share (both float64 sums of the same
+#: squares in another order: about 1e-16 relative per term); closer to the target, the exact one decides.
+_FAST_SHARE_TOLERANCE = 1e-9
+
+
 def _sq_energy(t: torch.Tensor) -> float:
     x = t.detach().to(torch.float64)
     return float((x * x).sum())
+
+
+def _squares64(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise squares in float64, contiguous (the exact terms :func:`_sq_energy` sums)."""
+    x = t.detach().to(torch.float64)
+    return (x * x).contiguous()
 
 
 class ProjectionPruner:
@@ -218,6 +230,9 @@ class ProjectionPruner:
         self.total_energy = sum(self.energy.values())
         self.nonzero = {n: m != 0 for n, m in self.matrices.items()}
         self.has_zeros = {n: not bool(nz.all()) for n, nz in self.nonzero.items()}
+        self._squares: dict[str, torch.Tensor] | None = None  # float64 squares, contiguous (fast kept share)
+        self._subrows: dict[int, dict[str, torch.Tensor]] = {}  # sub-row energies by C (fast kept share)
+        self._weights: dict[str, torch.Tensor] | None = None
 
     # -- shared helpers ------------------------------------------------------------
 
@@ -241,19 +256,17 @@ class ProjectionPruner:
         layer_masks: Mapping[str, torch.Tensor],
         kept_dense: Sequence[str],
         silenced: Mapping[str, int],
+        xbar: Crossbar | None = None,
     ) -> Pruned:
         """Non-zero masks of the pruned network; the network itself is built on demand."""
         masks: dict[str, torch.Tensor] = {}
-        kept = 0.0
         for lay in self.layers:
             mask = layer_masks.get(lay.name)
             if mask is None:  # kept dense
                 masks[lay.name] = self.nonzero[lay.name]
-                kept += self.energy[lay.name]
                 continue
             mask = mask.to(torch.bool)
             masks[lay.name] = mask & self.nonzero[lay.name] if self.has_zeros[lay.name] else mask
-            kept += _sq_energy(self.matrices[lay.name] * mask)
 
         def build() -> nn.Module:
             pruned = copy.deepcopy(self.model)
@@ -263,10 +276,12 @@ class ProjectionPruner:
             return pruned
 
         quiet = {n: v for n, v in silenced.items() if n not in kept_dense}
-        return Pruned(compression, self._share(kept), masks, quiet, build=build)
+        # the reported share, rounded to 5 decimals: the fast sum (same terms, another order) serves
+        return Pruned(compression, self._kept_share(layer_masks, False, xbar), masks, quiet, build=build)
 
     def _project(self, xbar: Crossbar, compression: float) -> tuple[Any, dict[str, torch.Tensor]]:
         """The Projector for ``compression`` and its ``(g, M, N)`` mask of every pruned layer."""
+        from pimprune.pruning.dependency import logical_parameters
         from pimprune.pruning.projector import Projector
 
         mapped = {lay.name: lay for lay in self.layers}
@@ -276,18 +291,50 @@ class ProjectionPruner:
             self._projectors[str(xbar)] = proj
         else:
             proj.retarget(compression)
-        layer_masks = {}
-        for param, mask in proj.project_model(self.model).items():
-            name, _, attr = param.rpartition(".")
-            if attr == "weight" and name in mapped:  # not batch-norm or bias masks
-                layer_masks[name] = mapped[name].matrix(mask)
-        return proj, layer_masks
+        if self._weights is None:  # the tensors the forward pass uses, read once: they never change here
+            refs = logical_parameters(self.model)
+            self._weights = {name: getattr(*ref).detach() for name, ref in refs.items()}
+        masks = proj.project_matrices({n: self._weights[n] for n in proj.params})  # (g, M, N), mapped layers
+        return proj, {name: mask for name, mask in masks.items() if name in mapped}
 
-    def _kept_share(self, layer_masks: Mapping[str, torch.Tensor]) -> float:
-        kept = sum(
-            _sq_energy(self.matrices[n] * layer_masks[n]) if n in layer_masks else self.energy[n] for n in self.matrices
-        )
-        return self._share(kept)
+    def _kept_share(
+        self, layer_masks: Mapping[str, torch.Tensor], exact: bool = True, xbar: Crossbar | None = None
+    ) -> float:
+        """Share of the squared weight norm that ``layer_masks`` keep.
+
+        ``exact=False`` sums squares computed once: per sub-row (its ``C`` columns) for ``subrow``
+        masks on ``xbar``, which keep or drop whole sub-rows, else per weight. The same terms in
+        another order: equal up to the last bits (:data:`_FAST_SHARE_TOLERANCE`).
+        """
+        if exact:
+            kept = sum(
+                _sq_energy(self.matrices[n] * layer_masks[n]) if n in layer_masks else self.energy[n]
+                for n in self.matrices
+            )
+            return self._share(kept)
+        if self.pattern.name == "subrow" and xbar is not None:
+            items = self._subrow_energy(xbar)
+            step = xbar.cols
+            parts = (torch.where(layer_masks[n][:, :, ::step].to(torch.bool), items[n], 0.0) for n in layer_masks)
+        else:
+            if self._squares is None:
+                self._squares = {n: _squares64(m) for n, m in self.matrices.items()}
+            parts = (torch.where(layer_masks[n].to(torch.bool), self._squares[n], 0.0) for n in layer_masks)
+        pruned = {n: float(t.sum()) for n, t in zip(layer_masks, parts, strict=True)}
+        return self._share(sum(pruned[n] if n in pruned else self.energy[n] for n in self.matrices))
+
+    def _subrow_energy(self, xbar: Crossbar) -> dict[str, torch.Tensor]:
+        """``(g, M, ceil(N / C))`` float64 energy of every sub-row on ``xbar`` (cached per ``C``)."""
+        if xbar.cols not in self._subrows:
+            out = {}
+            for n, m in self.matrices.items():
+                g, rows, cols = m.shape
+                nb = -(-cols // xbar.cols)
+                sq = torch.zeros(g, rows, nb * xbar.cols, dtype=torch.float64)
+                sq[:, :, :cols] = m.detach().to(torch.float64) ** 2
+                out[n] = sq.view(g, rows, nb, xbar.cols).sum(3)
+            self._subrows[xbar.cols] = out
+        return self._subrows[xbar.cols]
 
     def _compression(self, xbar: Crossbar) -> float:
         """Target compression of ``xbar``: fixed, or the smallest budget keeping ``keep_energy``."""
@@ -303,17 +350,20 @@ class ProjectionPruner:
                 _, lm = self._project(xbar, info.dense_total / budget)
             except ConfigError:  # below what the pattern can reach: infeasible
                 return -math.inf
-            return self._kept_share(lm)
+            fast = self._kept_share(lm, exact=False, xbar=xbar)
+            # the bisection only compares with the target: the fast sum decides unless it is too close
+            return fast if abs(fast - self.keep_energy) > _FAST_SHARE_TOLERANCE else self._kept_share(lm)
 
         low = max(1, info.kept_total)  # the fewest crossbars any budget may use
         budget = _bisect_budget(share, float(self.keep_energy), low, info.dense_total)
         return info.dense_total / budget
 
     def __call__(self, xbar: Crossbar) -> Pruned:
-        """Prune for one geometry."""
-        compression = self._compression(xbar)
-        proj, lm = self._project(xbar, compression)
-        return self._finish(compression, lm, proj.kept_dense, proj.silenced_outputs())
+        """Prune for one geometry (one intra-op thread: :func:`pimprune.numeric.one_thread`)."""
+        with one_thread():
+            compression = self._compression(xbar)
+            proj, lm = self._project(xbar, compression)
+            return self._finish(compression, lm, proj.kept_dense, proj.silenced_outputs(), xbar)
 
 
 def _bisect_budget(share: Callable[[int], float], target: float, low: int, high: int) -> int:
@@ -419,6 +469,11 @@ class GeometryResult:
         crossbars_network: Crossbars of the pruned network under network packing
             (:func:`pimprune.mapping.network.pack_network`, layers sharing crossbars); the
             costs above are those of the per-layer mapping.
+        network: Cost of that network packing: its crossbars' area, the energy of its
+            activations, reads, adders and index tables, its latency on the chip
+            (:meth:`pimprune.hardware.placement_cost.PlacementCost.as_dict`).
+        chip: Tiles and built area of the dense network, the per-layer mapping and the
+            network packing under every tile policy (:func:`pimprune.workflows.mapping_cost.chip_entry`).
     """
 
     crossbar: Crossbar
@@ -439,6 +494,8 @@ class GeometryResult:
     latency_dense_us: float = math.nan
     fits: bool = True
     crossbars_network: int = 0
+    network: dict[str, Any] = field(default_factory=dict)
+    chip: dict[str, Any] = field(default_factory=dict)
 
     @property
     def compression(self) -> float:
@@ -475,6 +532,8 @@ class GeometryResult:
             "energy_breakdown": {k: round(v, 3) for k, v in self.energy_breakdown.items()},
             "area_breakdown": {k: round(v, 6) for k, v in self.area_breakdown.items()},
             "silenced_outputs": self.silenced_outputs,
+            "network": self.network,
+            "chip": self.chip,
         }
 
 
@@ -534,18 +593,6 @@ class SweepResult:
         }
 
 
-def _dense_cost(
-    layers: list[LayerMatrix],
-    model: nn.Module,
-    xbar: Crossbar,
-    hw: HardwareConfig,
-    input_shape: Sequence[int],
-    mvms: Mapping[str, int],
-) -> Any:
-    stats = {lay.name: dense_stats(lay.rows, lay.cols, lay.groups, xbar) for lay in layers}
-    return network_cost(model, xbar, "dense", hw, input_shape, mvms=mvms, layers=layers, stats=stats)
-
-
 def run_sweep(
     model: nn.Module,
     geometries: Sequence[Crossbar],
@@ -596,14 +643,6 @@ def run_sweep(
     )
 
 
-def _network_crossbars(pruned: Pruned, xbar: Crossbar, scheme: str) -> int:
-    """Crossbars of the pruned network under network packing (from its masks, or its weights)."""
-    mats = pruned.masks
-    if mats is None:
-        mats = {lay.name: lay.matrix() for lay in extract_layers(pruned.model)}
-    return pack_network(mats, xbar, scheme).n_crossbars
-
-
 def _cost_geometry(
     model: nn.Module,
     xbar: Crossbar,
@@ -614,21 +653,26 @@ def _cost_geometry(
     layers: list[LayerMatrix],
     mvms: Mapping[str, int],
 ) -> GeometryResult:
-    """Energy, area and latency of one geometry's pruned network beside the dense one."""
-    dense = _dense_cost(layers, model, xbar, hw, input_shape, mvms)
-    if pruned.masks is not None:  # masks by layer name of ``model``
-        cost = network_cost(model, xbar, scheme, hw, input_shape, masks=pruned.masks, mvms=mvms, layers=layers)
-    else:
-        cost = network_cost(pruned.model, xbar, scheme, hw, input_shape, mvms=mvms)
-    lat, lat_dense = network_latency(cost, hw), network_latency(dense, hw)
+    """Energy, area and latency of one geometry's pruned network beside the dense one.
+
+    The per-layer mapping (the ``energy_nj``, ``area_mm2`` and latency fields) and its network
+    packing (``network``: the placement's own crossbars, activations and adders) are both costed,
+    with one intra-op thread (:func:`pimprune.numeric.one_thread`).
+    """
+    built = model if pruned.masks is not None else pruned.model  # masks by layer name of ``model``
+    with one_thread():
+        cost = cost_mapping(built, layers if built is model else extract_layers(built), xbar, scheme, hw,
+                            input_shape, mvms, masks=pruned.masks, packing="network", check=False)
+    dense, per_layer, network = cost.dense, cost.per_layer, cost.network
+    lat, lat_dense = network_latency(per_layer, hw), network_latency(dense, hw)
     return GeometryResult(
         crossbar=xbar,
         crossbars_dense=dense.crossbars,
-        crossbars_pruned=cost.crossbars,
+        crossbars_pruned=per_layer.crossbars,
         target_compression=pruned.target_compression,
         kept_energy=pruned.kept_energy,
-        energy_nj=cost.energy_nj,
-        area_mm2=cost.area_mm2,
+        energy_nj=per_layer.energy_nj,
+        area_mm2=per_layer.area_mm2,
         latency_us=lat["layer_by_layer"].latency_us,
         latency_pipelined_us=lat["pipelined"].latency_us,
         throughput_pipelined_ips=lat["pipelined"].throughput_ips,
@@ -636,8 +680,10 @@ def _cost_geometry(
         fits=lat.fits,
         energy_dense_nj=dense.energy_nj,
         area_dense_mm2=dense.area_mm2,
-        energy_breakdown=cost.energy_breakdown,
-        area_breakdown=cost.area_breakdown,
+        energy_breakdown=per_layer.energy_breakdown,
+        area_breakdown=per_layer.area_breakdown,
         silenced_outputs=sum(pruned.silenced_outputs.values()),
-        crossbars_network=_network_crossbars(pruned, xbar, scheme),
+        crossbars_network=network.crossbars,
+        network=network.as_dict(),
+        chip=chip_entry(cost),
     )
