@@ -314,3 +314,25 @@ SIGN_SCHEMES.add(
 )
 SIGN_SCHEMES.add("differential", SignScheme(2, 0, "positive and negative weights on two arrays, subtracted"))
 SIGN_SCHEMES.add("unsigned", SignScheme(1, 0, "no sign handling (unsigned weights)"))
+
+
+class CostTotals:
+    """``energy_nj`` and ``area_mm2`` of a cost that has ``energy_breakdown`` and ``area_breakdown``."""
+
+    energy_breakdown: dict[str, float]
+    area_breakdown: dict[str, float]
+
+    @property
+    def energy_nj(self) -> float:
+        """Energy per inference (nJ): the sum over components."""
+        return sum(self.energy_breakdown.values())
+
+    @property
+    def area_mm2(self) -> float:
+        """Area (mm^2): the sum over components."""
+        return sum(self.area_breakdown.values())
+
+
+def physical_arrays(slices: int, signed: str) -> int:
+    """Physical arrays per logical crossbar: weight slices x the sign scheme's array factor."""
+    return slices * SIGN_SCHEMES.get(signed).array_factor

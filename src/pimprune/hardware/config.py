@@ -36,6 +36,7 @@ from pimprune.hardware.components import (
     ShiftAdd,
     SignScheme,
     check_fields,
+    physical_arrays,
 )
 from pimprune.numeric import cdiv
 from pimprune.registry import Registry
@@ -150,7 +151,7 @@ class HardwareConfig:
     @property
     def physical_arrays(self) -> int:
         """Physical arrays per logical crossbar (one weight per cell): slices x sign factor."""
-        return self.slices * self.sign.array_factor
+        return physical_arrays(self.slices, self.signed)
 
     @property
     def chip_crossbars(self) -> int:

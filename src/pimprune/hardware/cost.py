@@ -20,6 +20,7 @@ from torch import nn
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
+from pimprune.hardware.components import CostTotals
 from pimprune.hardware.config import HardwareConfig
 from pimprune.mapping.matrices import MAPPED_TYPES, LayerMatrix, extract_layers
 from pimprune.mapping.packing import crossbar_stats, index_widths
@@ -360,7 +361,7 @@ def layer_cost(
 
 
 @dataclass
-class NetworkCost:
+class NetworkCost(CostTotals):
     """Cost of a whole network per inference on one geometry.
 
     Attributes:
@@ -391,16 +392,6 @@ class NetworkCost:
     def area_breakdown(self) -> dict[str, float]:
         """Area by component (mm^2)."""
         return {k: sum(lc.area_mm2[k] for lc in self.layers) for k in COMPONENTS}
-
-    @property
-    def energy_nj(self) -> float:
-        """Energy per inference (nJ)."""
-        return sum(self.energy_breakdown.values())
-
-    @property
-    def area_mm2(self) -> float:
-        """Area (mm^2)."""
-        return sum(self.area_breakdown.values())
 
     @property
     def latency_us(self) -> float:

@@ -30,7 +30,7 @@ import torch
 
 from pimprune.errors import ConfigError
 from pimprune.hardware.adc import adc_bits
-from pimprune.hardware.components import SIGN_SCHEMES, SignScheme
+from pimprune.hardware.components import SIGN_SCHEMES, SignScheme, physical_arrays
 from pimprune.hardware.config import merge_fields, read_config_file
 from pimprune.numeric import cdiv
 from pimprune.registry import Registry
@@ -174,7 +174,7 @@ class NumericsConfig:
     @property
     def physical_arrays(self) -> int:
         """Physical arrays per logical crossbar: slices x sign factor (the rule of ``HardwareConfig``)."""
-        return self.slices * self.sign.array_factor
+        return physical_arrays(self.slices, self.signed)
 
     @property
     def exact_readout(self) -> bool:

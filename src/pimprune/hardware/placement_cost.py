@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pimprune.hardware.components import CostTotals
 from pimprune.hardware.config import HardwareConfig
 from pimprune.hardware.cost import COMPONENTS, crossbar_area_um2, crossbar_cycle_ns, crossbar_energy_pj
 from pimprune.hardware.latency import LatencyReport, latency, sharing_groups
@@ -287,7 +288,7 @@ def piece_table(placement: NetworkPlacement, matrices: Mapping[str, torch.Tensor
 
 
 @dataclass
-class PlacementCost:
+class PlacementCost(CostTotals):
     """Cost of a placement per inference (see the module doc).
 
     Attributes:
@@ -327,16 +328,6 @@ class PlacementCost:
     def energy_breakdown(self) -> dict[str, float]:
         """Energy per inference by component (nJ)."""
         return {c: sum(e[c] for e in self.energy_layers_nj.values()) for c in PLACEMENT_COMPONENTS}
-
-    @property
-    def energy_nj(self) -> float:
-        """Energy per inference (nJ)."""
-        return sum(self.energy_breakdown.values())
-
-    @property
-    def area_mm2(self) -> float:
-        """Area (mm^2): the placement's crossbars built in full, index and adders."""
-        return sum(self.area_breakdown.values())
 
     @property
     def latency_us(self) -> float:
