@@ -17,12 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
-from harness import script_main
+from harness import emit_json, script_main
 
 from pimprune.geometry import Crossbar
 from pimprune.hardware.numerics import load_numerics, numerics_to_dict
@@ -107,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     if args.read_images > 0:
         out["read_path"] = _read_path(model, xbar, args.scheme, calibration, test, args.read_images)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit_json(out, args.json)
     return 0
 
 

@@ -60,12 +60,17 @@ def json_main(
         },
         "results": [bench_model(m.strip(), args.repeats) for m in args.models.split(",") if m.strip()],
     }
+    emit_json(out, args.json)
+    return 0
+
+
+def emit_json(out: dict, path: str | None) -> None:
+    """Print ``out`` as indented JSON and, with ``path``, write the same text there."""
     text = json.dumps(out, indent=2)
     print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
-    return 0
 
 
 def add_prune_run_args(p: argparse.ArgumentParser) -> None:

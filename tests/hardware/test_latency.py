@@ -1,10 +1,8 @@
 """Latency from the mapping: chip capacity, copies, time-multiplexing, shared crossbars."""
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
@@ -93,19 +91,8 @@ def test_slow_adc_cycles_count():
     assert rep["layer_by_layer"].latency_us == pytest.approx(10 * 16 * 250.0 / 1e3)
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv2(torch.relu(self.conv1(x))).mean((2, 3)))
-
-
-def test_network_latency_reads_the_cost():
-    model = _Net()
+def test_network_latency_reads_the_cost(small_net):
+    model = small_net()
     cost = network_cost(model, Crossbar(16, 16), "dense", NO_COPIES, (3, 8, 8))
     rep = network_latency(cost, NO_COPIES)
     assert rep["layer_by_layer"].latency_us == pytest.approx(cost.latency_us)

@@ -1,8 +1,6 @@
 """Objective weights: what one occupied crossbar of each layer costs (crossbars, energy, EDP)."""
 
 import pytest
-import torch
-from torch import nn
 
 from pimprune.errors import UnknownNameError
 from pimprune.geometry import Crossbar
@@ -14,19 +12,8 @@ from pimprune.mapping.matrices import extract_layers
 ISAAC = HardwareConfig()
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv2(torch.relu(self.conv1(x))).mean((2, 3)))
-
-
-def test_objective_weights_by_hand():
-    model = _Net()
+def test_objective_weights_by_hand(small_net):
+    model = small_net()
     xbar = Crossbar(16, 8)
     layers = extract_layers(model)
     mvms = layer_mvms(model, (3, 8, 8))
@@ -43,16 +30,16 @@ def test_objective_weights_by_hand():
     assert model_objective_weights(model, xbar, ISAAC, "energy", (3, 8, 8)) == pytest.approx(w)
 
 
-def test_energy_weight_follows_how_often_a_layer_runs():
-    model = _Net()
+def test_energy_weight_follows_how_often_a_layer_runs(small_net):
+    model = small_net()
     w = model_objective_weights(model, "16x8", ISAAC, "energy", (3, 16, 16))
     w_small = model_objective_weights(model, "16x8", ISAAC, "energy", (3, 8, 8))
     assert w["conv1"] == pytest.approx(4 * w_small["conv1"])  # 4x the output positions
     assert w["conv1"] > w["conv2"] > w["fc"]
 
 
-def test_edp_weights_are_energy_share_plus_latency_share():
-    model = _Net()
+def test_edp_weights_are_energy_share_plus_latency_share(small_net):
+    model = small_net()
     layers = extract_layers(model)
     mvms = layer_mvms(model, (3, 8, 8))
     w = objective_weights(layers, "16x8", ISAAC, "edp", mvms)

@@ -17,24 +17,6 @@ from pimprune.mapping.simulate import SimulationMismatch
 SCHEMES = ("subrow", "subcolumn", "dense", "unstructured", "row", "filter")
 
 
-class TinyNet(nn.Module):
-    """Convs (plain, grouped, depthwise, odd kernel/stride/padding) and a Linear head."""
-
-    def __init__(self, c: int, groups: int, classes: int) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 2 * c, 3, padding=1)
-        self.b = nn.Conv2d(2 * c, 2 * c, (3, 2), stride=2, padding=(1, 0), groups=groups)
-        self.d = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=False)  # depthwise
-        self.e = nn.Conv2d(2 * c, c + 1, 1)
-        self.fc = nn.Linear(c + 1, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.a(x))
-        x = torch.relu(self.b(x))
-        x = self.e(self.d(x))
-        return self.fc(x.mean((2, 3)))
-
-
 def prune_net(net: nn.Module, density: float, kind: str, seed: int) -> dict[str, torch.Tensor]:
     """Zero weights at random (``cells``) or by whole rows (``rows``); return the matrices."""
     gen = torch.Generator().manual_seed(seed)
@@ -64,9 +46,9 @@ geometries = st.builds(Crossbar, st.integers(1, 12), st.integers(1, 12))
     scheme=st.sampled_from(SCHEMES),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_network_packing_computes_every_layer(c, xbar, density, kind, scheme, seed):
+def test_network_packing_computes_every_layer(tiny_net, c, xbar, density, kind, scheme, seed):
     torch.manual_seed(seed)
-    net = TinyNet(c, groups=2, classes=3).eval()
+    net = tiny_net(c, groups=2, classes=3).eval()
     mats = prune_net(net, density, kind, seed)
     placement = pack_network(mats, xbar, scheme)
     check_placement(placement, mats)

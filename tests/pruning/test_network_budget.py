@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from pimprune.errors import ConfigError
 from pimprune.geometry import Crossbar
@@ -13,24 +12,6 @@ from pimprune.pruning.network_budget import network_subrow_masks
 from pimprune.training.checkpoint import load_model
 
 SHIPPED = "src/pimprune/assets/demo_dense/model.pt"
-
-
-class TinyNet(nn.Module):
-    """Convs (plain, grouped, depthwise, odd kernel/stride/padding) and a Linear head."""
-
-    def __init__(self, c: int, groups: int, classes: int) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 2 * c, 3, padding=1)
-        self.b = nn.Conv2d(2 * c, 2 * c, (3, 2), stride=2, padding=(1, 0), groups=groups)
-        self.d = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=False)  # depthwise
-        self.e = nn.Conv2d(2 * c, c + 1, 1)
-        self.fc = nn.Linear(c + 1, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.a(x))
-        x = torch.relu(self.b(x))
-        x = self.e(self.d(x))
-        return self.fc(x.mean((2, 3)))
 
 
 @pytest.mark.parametrize("target", [16, 64])
@@ -55,8 +36,8 @@ def test_packing_aware_budget_fits_and_computes(target):
     verify_network(model, placement, torch.randn(2, 1, 28, 28))
 
 
-def test_packing_aware_budget_with_scores_and_refusal():
-    net = TinyNet(3, groups=1, classes=4)
+def test_packing_aware_budget_with_scores_and_refusal(tiny_net):
+    net = tiny_net(3, groups=1, classes=4)
     layers = extract_layers(net)
     weights = {f"{lay.name}.weight": lay.module.weight.detach() for lay in layers}
     scores = {k: torch.rand_like(v) for k, v in weights.items()}
