@@ -79,3 +79,9 @@ def test_network_rows_rank_by_network_compression():
     packed = next(h for h in HEADLINES if h.name == "packed-1pt")
     assert select(all_cells, packed).network_compression == 24.0
     assert select(all_cells, next(h for h in HEADLINES if h.name == "subrow-1pt")) is None
+
+
+def test_a_cell_reports_the_mean_compression_of_its_seeds():
+    results = {"kd@subrow@8": _result(0.945, 0.925, 8.0), "kd@subrow@8@seed=1": _result(0.943, 0.921, 8.5)}
+    (cell,) = cells(results, FIELDS, References.from_results(results))
+    assert cell.compression == pytest.approx(8.25) and cell.network_compression is None

@@ -140,9 +140,9 @@ class Cell:
     family: str
     target: float
     runs: list[str] = field(default_factory=list)
-    compression: float | None = None
-    network_compression: float | None = None
-    crossbars: float | None = None
+    compressions: list[float] = field(default_factory=list)
+    network_compressions: list[float] = field(default_factory=list)
+    crossbar_counts: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
 
@@ -151,12 +151,31 @@ class Cell:
         """How many seeds ran."""
         return len(self.runs)
 
+    @property
+    def compression(self) -> float | None:
+        """Per-layer compression, mean over seeds (seeds may keep slightly different crossbars)."""
+        return _mean(self.compressions)
+
+    @property
+    def network_compression(self) -> float | None:
+        """Network-packing compression, mean over seeds (None without network packing)."""
+        return _mean(self.network_compressions)
+
+    @property
+    def crossbars(self) -> float | None:
+        """Crossbars under the per-layer mapping, mean over seeds."""
+        return _mean(self.crossbar_counts)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary: mean and standard deviation (over seeds) of each loss, in points."""
         return {"family": self.family, "target": self.target, "runs": self.runs, "seeds": self.seeds,
                 "compression": self.compression, "network_compression": self.network_compression,
                 "crossbars": self.crossbars, **_stats("val_loss", self.val_loss),
                 **_stats("test_loss", self.test_loss)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
 
 
 def _stats(name: str, values: Sequence[float]) -> dict[str, float | None]:
@@ -194,9 +213,11 @@ def cells(results: Mapping[str, Mapping[str, Any]], config_fields: Iterable[str]
         parsed = parse_run_name(name, fields)
         cell = grouped.setdefault((parsed.family, parsed.target), Cell(parsed.family, parsed.target))
         cell.runs.append(name)
-        cell.compression = r.get("compression")
-        cell.network_compression = (r.get("network_packing") or {}).get("compression")
-        cell.crossbars = r.get("crossbars_pruned")
+        for values, value in ((cell.compressions, r.get("compression")),
+                              (cell.network_compressions, (r.get("network_packing") or {}).get("compression")),
+                              (cell.crossbar_counts, r.get("crossbars_pruned"))):
+            if value is not None:
+                values.append(value)
         if r.get("accuracy_val") is not None:
             cell.val_loss.append(round(100 * (ref.val - r["accuracy_val"]), 2))
         cell.test_loss.append(round(100 * (ref.test - r["accuracy_pruned"]), 2))
