@@ -201,7 +201,12 @@ def _check_publish(pairs: str) -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [args.seed]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [args.seed]
+    except ValueError:
+        from pimprune.errors import ConfigError
+
+        raise ConfigError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {args.seeds!r}") from None
     names = with_seeds(names, seeds, CONFIG_FIELDS)  # every name checked before anything is written
     _check_publish(args.publish)
     Path(args.out).mkdir(parents=True, exist_ok=True)
