@@ -28,16 +28,26 @@ def _result(val, test, compression, network=None, dense_val=0.95, dense=0.93):
 
 
 @pytest.mark.parametrize("name", ["kd@subrow@16", "kd@subrow@16@packing=network@seed=2", "control", "control@kd",
-                                  "capacity@subrow@16@kd", "capacity@subrow@16@kd@seed=1"])
+                                  "capacity@subrow@16@kd", "capacity@subrow@16@kd@seed=1",
+                                  "kd@subrow@16@train_noise=0.05@weight_bits=4"])
 def test_run_names_round_trip(name):
     assert run_name(parse_run_name(name, FIELDS)) == name
 
 
 @pytest.mark.parametrize("name", ["kd@subrow", "xx@subrow@16", "kd@subrow@x", "kd@subrow@16@nofield=1",
-                                  "kd@subrow@16@seed=a", "control@kd@x"])
+                                  "kd@subrow@16@seed=a", "control@kd@x", "kd@subrow@16@weight_bits=x"])
 def test_bad_run_names_are_config_errors(name):
     with pytest.raises(ConfigError, match="run name"):
         parse_run_name(name, FIELDS)
+
+
+def test_quantization_fields_become_a_typed_quant_config():
+    fields = parse_run_name("kd@subrow@16@weight_bits=4@train_noise=0.05@packing=network", FIELDS).prune_fields(
+        12, "32x32")
+    config = PruneConfig(**fields)
+    assert (config.quant.weight_bits, config.quant.train_noise, config.packing) == (4, 0.05, "network")
+    with pytest.raises(ConfigError, match="quant must be"):
+        PruneConfig(quant="4")
 
 
 def test_with_seeds_expands_each_name_and_keeps_explicit_seeds():

@@ -111,9 +111,10 @@ def count_writes(monkeypatch, argv) -> int:
         ("prune", ["--method", "gradual"]),
         ("prune", ["--method", "gradual", "--saliency", "fisher", "--saliency-batches", "2"]),
         ("prune", ["--method", "oneshot"]),
+        ("prune", ["--method", "oneshot", "--weight-bits", "4", "--input-bits", "8", "--train-noise", "0.05"]),
         ("train", ["--epochs", "2"]),
     ],
-    ids=["admm", "gradual", "gradual-fisher", "oneshot", "train"],
+    ids=["admm", "gradual", "gradual-fisher", "oneshot", "oneshot-quant", "train"],
 )
 def test_interrupt_at_every_checkpoint_then_resume(command, extra, tmp_path, monkeypatch, capsys):
     base = [command, *TINY, *(PRUNE if command == "prune" else []), *extra]

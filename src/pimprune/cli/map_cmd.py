@@ -12,7 +12,6 @@ from pimprune.geometry import Crossbar, parse_geometries
 from pimprune.mapping.counting import SCHEMES, NetworkCount, count_geometries
 from pimprune.mapping.matrices import extract_layers
 from pimprune.mapping.network import PACKINGS, NetworkPlacement, activation_summary, pack_layers, pack_network
-from pimprune.numeric import json_ratio
 
 
 def add_parser(sub) -> None:
@@ -42,7 +41,8 @@ def add_parser(sub) -> None:
     p.add_argument("--numerics", default="isaac", metavar="PRESET|FILE",
                    help="numerics of the physical array count (weight and cell bits, sign arrays; default isaac)")
     p.add_argument("--weight-bits", type=int, default=None, metavar="B",
-                   help="weight bits of this model, for the physical compression (default: the preset's)")
+                   help="weight bits of this model, for the physical compression (default: the bits it was "
+                   "trained for with prune --weight-bits, else the preset's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--placement writes one placement; give exactly one --crossbar")
     if args.placement is not None and not args.placement.strip():
         raise ConfigError("--placement is empty; pass a file name such as placement.json")
-    dense_numerics, numerics = _numerics(args)
     model, meta, label = resolve_model(args)
+    dense_numerics, numerics = _numerics(args, meta)
     layers = extract_layers(model)
     masks = {lay.name: lay.matrix() != 0 for lay in layers}
     pruned = any(not bool(m.all()) for m in masks.values())
@@ -110,38 +110,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _numerics(args: argparse.Namespace):
-    """The preset's numerics (the dense reference) and the model's (``--weight-bits``)."""
+def _numerics(args: argparse.Namespace, meta: dict):
+    """The preset's numerics (the dense reference) and the model's (``--weight-bits``, else its trained bits)."""
     from pimprune.hardware.numerics import load_numerics, numerics_with_overrides
 
     preset = load_numerics(args.numerics)
-    if args.weight_bits is None:
+    bits = args.weight_bits if args.weight_bits is not None else (meta.get("quantization") or {}).get("weight_bits")
+    if bits is None:
         return preset, preset
-    return preset, numerics_with_overrides(preset, {"weight_bits": args.weight_bits})
+    return preset, numerics_with_overrides(preset, {"weight_bits": bits})
 
 
 def physical_arrays(nc: NetworkCount, scheme: str, dense_numerics, numerics) -> dict:
-    """Physical arrays of the dense and the mapped model, and their ratio (the physical compression).
+    """:func:`pimprune.hardware.numerics.physical_summary` of a count: dense at the preset's bits, mapped at its own."""
+    from pimprune.hardware.numerics import physical_summary
 
-    A logical crossbar (one weight per cell) takes ``slices x sign arrays`` physical arrays
-    (:attr:`pimprune.hardware.numerics.NumericsConfig.physical_arrays`, the rule of
-    ``HardwareConfig.physical_arrays``): the dense model at the preset's weight bits over the
-    model's crossbars at its own bits.
-    """
-    dense = nc.total("dense") * dense_numerics.physical_arrays
-    mapped = nc.total(scheme) * numerics.physical_arrays
-    return {
-        "numerics": dense_numerics.name,
-        "dense_weight_bits": dense_numerics.weight_bits,
-        "weight_bits": numerics.weight_bits,
-        "cell_bits": numerics.cell_bits,
-        "sign_arrays": numerics.sign.array_factor,
-        "arrays_per_crossbar_dense": dense_numerics.physical_arrays,
-        "arrays_per_crossbar": numerics.physical_arrays,
-        "arrays_dense": dense,
-        "arrays": mapped,
-        "compression": json_ratio(dense / mapped) if mapped else None,
-    }
+    return physical_summary(nc.total("dense"), nc.total(scheme), dense_numerics, numerics)
 
 
 def _bits(b: int | None) -> str:

@@ -30,6 +30,7 @@ from pimprune.cli.common import (
 from pimprune.hardware.objective import OBJECTIVES
 from pimprune.pruning.methods import method_choices, settings_from_options, settings_types
 from pimprune.pruning.patterns import PATTERNS
+from pimprune.pruning.quantization import QUANT_SCALES, QuantConfig
 from pimprune.pruning.saliency import AUTO, SALIENCIES
 from pimprune.pruning.target import ALLOCATIONS, PACKINGS
 from pimprune.workflows.config import PruneConfig, RunConfig
@@ -109,6 +110,20 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 
 
+#: Quantization-aware retraining, bound to :class:`pimprune.pruning.quantization.QuantConfig` fields.
+QUANT_OPTIONS: tuple[Option, ...] = (
+    Option("weight_bits", "retrain for signed B-bit weights (fake quantization, straight-through gradient); "
+           "the saved weights are quantized and the physical arrays and cost follow (default: fp32)",
+           type=positive_int, metavar="B"),
+    Option("input_bits", "retrain with every mapped layer's input fake-quantized to B bits (default: fp32)",
+           type=positive_int, metavar="B"),
+    Option("train_noise", "inject lognormal weight noise of this sigma while retraining (fraction, 0.05 = 5%%; "
+           "default {default})", type=float, metavar="SIGMA"),
+    Option("weight_scale", "weight scale per output column or per layer: {names} (default {default})",
+           flags=("--quant-scale",), choices=lambda: QUANT_SCALES),
+)  # fmt: skip
+
+
 def _option_fields(settings: type) -> list[dataclasses.Field]:
     """The fields of a settings dataclass that are command-line options."""
     return [f for f in dataclasses.fields(settings) if f.init and f.metadata.get("option", True)]
@@ -168,6 +183,7 @@ def add_parser(sub) -> None:
     add_run_args(p)
     add_optim_args(p, lr=0.1)
     add_options(p, PruneConfig, PRUNE_OPTIONS)
+    add_options(p.add_argument_group("quantization-aware retraining"), QuantConfig, QUANT_OPTIONS)
     add_method_options(p)
     epochs = field_default(RunConfig, "epochs")
     p.add_argument(
@@ -182,7 +198,9 @@ def add_parser(sub) -> None:
 def prune_config(args: argparse.Namespace) -> PruneConfig:
     """Build a :class:`pimprune.workflows.config.PruneConfig` from parsed arguments."""
     keep = tuple(k.strip() for k in args.keep_dense.split(",") if k.strip() and k.strip() != "none")
-    return config_from_args(PruneConfig, args, keep_dense=keep, settings=method_settings_of(args))
+    return config_from_args(
+        PruneConfig, args, keep_dense=keep, settings=method_settings_of(args), quant=config_from_args(QuantConfig, args)
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "load_numerics",
     "numerics_to_dict",
     "numerics_with_overrides",
+    "physical_summary",
     "quantize_inputs",
     "quantize_weights",
     "sample_cells",
@@ -296,6 +297,24 @@ def numerics_with_overrides(cfg: NumericsConfig, overrides: Mapping[str, Any]) -
 
 
 # --------------------------------------------------------------------------- weights
+
+
+def physical_summary(dense_crossbars: int, crossbars: int, dense: NumericsConfig, model: NumericsConfig) -> dict:
+    """Physical arrays of a dense and a mapped model, and their ratio (the physical compression).
+
+    A logical crossbar (one weight per cell) takes ``slices x sign arrays`` physical arrays
+    (:attr:`NumericsConfig.physical_arrays`): ``dense_crossbars`` at ``dense``'s weight bits
+    (the preset's) against ``crossbars`` at ``model``'s (the model's own bits).
+    """
+    arrays_dense = dense_crossbars * dense.physical_arrays
+    arrays = crossbars * model.physical_arrays
+    return {
+        "numerics": dense.name, "dense_weight_bits": dense.weight_bits, "weight_bits": model.weight_bits,
+        "cell_bits": model.cell_bits, "sign_arrays": model.sign.array_factor,
+        "arrays_per_crossbar_dense": dense.physical_arrays, "arrays_per_crossbar": model.physical_arrays,
+        "arrays_dense": arrays_dense, "arrays": arrays,
+        "compression": round(arrays_dense / arrays, 4) if arrays else None,
+    }  # fmt: skip
 
 
 def quantize_weights(matrix: torch.Tensor, cfg: NumericsConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ from pimprune.geometry import Crossbar
 from pimprune.numeric import check_target_compression
 from pimprune.pruning.methods import method_choices, method_settings
 from pimprune.pruning.patterns import PATTERNS
+from pimprune.pruning.quantization import QuantConfig
 from pimprune.pruning.saliency import resolve_saliency
 from pimprune.training.loops import Execution, OptimConfig
 
@@ -140,6 +141,9 @@ class PruneConfig:
             (:mod:`pimprune.hardware.objective`); the target is then dense / pruned objective.
         hardware: Hardware preset or YAML/JSON file for the ``energy``/``edp`` objective and
             the energy figures of the result.
+        quant: Quantization-aware retraining (:class:`pimprune.pruning.quantization.QuantConfig`):
+            the weight and input bits the retraining learns for and the device noise it injects;
+            the weight bits also set the result's physical arrays and hardware cost.
     """
 
     pattern: str = "subrow"
@@ -164,8 +168,13 @@ class PruneConfig:
     packing: str = "layer"
     objective: str = "crossbars"
     hardware: str = "isaac"
+    quant: QuantConfig = field(default_factory=QuantConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.quant, dict):
+            self.quant = QuantConfig(**self.quant)
+        if not isinstance(self.quant, QuantConfig):
+            raise ConfigError(f"quant must be a QuantConfig or a dict of its fields, got {self.quant!r}")
         PATTERNS.get(self.pattern)
         self.settings = method_settings(self.settings)
         clash = sorted(set(self.settings) & {f.name for f in dataclasses.fields(self)})

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pimprune.errors import ConfigError
+from pimprune.pruning.quantization import QuantConfig
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ RECIPES: dict[str, Recipe] = {
 
 #: Run-name fields that are not pruning-config fields.
 RUN_FIELDS = ("seed",)
+
+#: Run-name fields of quantization-aware retraining (``@weight_bits=4@train_noise=0.05``), typed.
+QUANT_FIELDS: dict[str, Any] = {f.name: {"weight_bits": int, "input_bits": int, "train_noise": float}.get(f.name, str)
+                                for f in dataclasses.fields(QuantConfig)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,10 @@ class RunName:
         out = dict(pattern=self.pattern, crossbar=crossbar, target_compression=self.target, method=recipe.method,
                    prune_epochs=pe, retrain_epochs=epochs - pe, prune_lr=recipe.lr, retrain_lr=recipe.lr,
                    distill=recipe.distill)
-        out.update(dict(self.fields))
+        quant = {k: QUANT_FIELDS[k](v) for k, v in self.fields if k in QUANT_FIELDS}
+        out.update({k: v for k, v in self.fields if k not in QUANT_FIELDS})
+        if quant:
+            out["quant"] = quant
         return out
 
 
@@ -82,12 +90,17 @@ def parse_run_name(name: str, config_fields: Iterable[str]) -> RunName:
     parts = name.split("@")
     extra = [p for p in parts if "=" in p]
     head = [p for p in parts if "=" not in p]
-    names = set(config_fields) | set(RUN_FIELDS)
+    names = set(config_fields) | set(RUN_FIELDS) | set(QUANT_FIELDS)
     if any(p.split("=", 1)[0] not in names for p in extra):
         raise bad
     kv = dict(p.split("=", 1) for p in extra)
     try:
         seed = int(kv.pop("seed", 0))
+    except ValueError:
+        raise bad from None
+    try:
+        for k in set(kv) & set(QUANT_FIELDS):
+            QUANT_FIELDS[k](kv[k])
     except ValueError:
         raise bad from None
     fields = tuple(sorted(kv.items()))

@@ -62,10 +62,19 @@ class OnChipEval:
         if self.path not in PATHS:
             raise ConfigError(f"unknown on-chip path {self.path!r}; choose one of {', '.join(PATHS)}")
 
-    def resolve_numerics(self) -> NumericsConfig:
-        """The numerics with the overrides applied."""
+    def resolve_numerics(self, meta: dict | None = None) -> NumericsConfig:
+        """The numerics with the overrides applied.
+
+        A model trained for its own bits (``prune --weight-bits``, ``quantization`` in its
+        ``model.json``) is read at those weight bits and that weight scale unless the overrides say otherwise.
+        """
         cfg = load_numerics(self.numerics)
-        return numerics_with_overrides(cfg, dict(self.overrides)) if self.overrides else cfg
+        fields = {str(k).removeprefix("numerics."): v for k, v in self.overrides}
+        quant = (meta or {}).get("quantization") or {}
+        if quant.get("weight_bits") is not None:
+            fields.setdefault("weight_bits", quant["weight_bits"])
+            fields.setdefault("weight_scale", quant.get("weight_scale", "column"))
+        return numerics_with_overrides(cfg, fields) if fields else cfg
 
 
 @dataclass(frozen=True)
@@ -148,9 +157,9 @@ def run_onchip_evaluate(path: str, run: RunConfig, settings: OnChipEval) -> dict
     from pimprune.training.checkpoint import load_model
     from pimprune.training.runtime import init_runtime
 
-    numerics = settings.resolve_numerics()
     fp32 = run_evaluate(path, run)
     model, meta = load_model(path)
+    numerics = settings.resolve_numerics(meta)
     mapping = model_mapping(path, meta, settings.crossbar)
     rt = init_runtime(run.device)
     try:

@@ -32,6 +32,7 @@ from pimprune.pruning.methods import (
 )
 from pimprune.pruning.patterns import get_pattern
 from pimprune.pruning.projector import Projector
+from pimprune.pruning.quantization import attach_quantization
 from pimprune.pruning.saliency import calibration_batches, get_saliency, resolve_saliency
 from pimprune.pruning.target import PruneTarget
 from pimprune.training.checkpoint import (
@@ -39,6 +40,7 @@ from pimprune.training.checkpoint import (
     load_model,
     open_output,
     plain_state_dict,
+    set_rng_state,
 )
 from pimprune.training.loops import Distillation, evaluate, recalibrate_batchnorm
 from pimprune.training.runtime import init_runtime
@@ -218,7 +220,11 @@ class PruneRun:
         from pimprune.workflows.mapping_cost import cost_mapping
 
         shape = tuple(self.ctx.example.shape[1:])
-        cost = cost_mapping(plain, layers, self.choice.target.crossbar, scheme, load_preset(self.prune.hardware),
+        hw, bits = load_preset(self.prune.hardware), self.prune.quant
+        if bits.weight_bits is not None or bits.input_bits is not None:  # fewer slices, reads and input cycles
+            hw = dataclasses.replace(hw, weight_bits=bits.weight_bits or hw.weight_bits,
+                                     input_bits=bits.input_bits or hw.input_bits)
+        cost = cost_mapping(plain, layers, self.choice.target.crossbar, scheme, hw,
                             shape, layer_mvms(plain, shape), packing=self.prune.packing)
         if cost.placement is not None and self.ctx.rt.is_main:
             save_json(cost.placement.as_json(), self.ctx.out / "placement.json")
@@ -233,6 +239,19 @@ class PruneRun:
             return out
         return {"preset": self.prune.hardware, **cost.network.as_dict(), "per_layer": {"crossbars": per_layer.crossbars,
                 **{k: out[k] for k in ("energy_nj", "area_mm2", "latency_us")}}}
+
+    def _physical(self, dense_crossbars: int, cost) -> dict:
+        """Physical arrays: the dense model at the ``isaac`` numerics' bits over the pruned one's crossbars at its own.
+
+        The pruned crossbars are those the run reports (the network packing's under ``--packing network``).
+        """
+        from pimprune.hardware.numerics import load_numerics, numerics_with_overrides, physical_summary
+
+        preset = load_numerics("isaac")
+        bits = self.prune.quant.weight_bits
+        own = preset if bits is None else numerics_with_overrides(preset, {"weight_bits": bits})
+        crossbars = cost.placement.n_crossbars if cost.placement is not None else cost.per_layer.crossbars
+        return physical_summary(dense_crossbars, crossbars, preset, own)
 
     def _identity(self) -> dict:
         identity = {
@@ -282,10 +301,12 @@ class PruneRun:
         """The method's pruning epochs, the hard prune and the batch-norm recalibration."""
         ctx, model, method, stage = self.ctx, self.model, self.method, ck.state.get("stage")
         if stage == "retrain":
-            restore_model(model, ck)
+            restore_model(model, ck, prepare=self._quantize)
             return
         if stage == method.name:
             restore_model(model, ck)
+        if stage == "dense":  # resumed after the dense stage: continue its random state (noise, recalibration)
+            set_rng_state(ck.state.get("rng"))
         prune_epochs, first = self.epochs[0], self.dense_epochs
         if prune_epochs > 0:
             method.setup(ck.state if stage == method.name else None)
@@ -297,6 +318,7 @@ class PruneRun:
             if method.rank_state() is not None:
                 dump_rank_state(ctx.rt, method.name, method.rank_state)
         apply_masks(model, method.hard_prune())
+        self._quantize()
         if self.prune.bn_recalibrate:
             ctx.train_loader.set_epoch(first + self.prune.prune_epochs)
             recalibrate_batchnorm(model, ctx.train_loader, self.prune.bn_recalibrate, ctx.rt.device)
@@ -306,6 +328,10 @@ class PruneRun:
             "budgets": dict(self.projector.budgets),
             "silenced_outputs": self.projector.silenced_outputs(),
         }
+
+    def _quantize(self) -> None:
+        """Quantization-aware retraining: weight quantizers after the masks, input hooks (``prune.quant``)."""
+        self.input_hooks = attach_quantization(self.model, self.prune.quant, self.ctx.run.seed)
 
     def retrain_stage(self, ck: Checkpointer) -> dict:
         """Masked retraining; returns the final test evaluation."""
@@ -334,6 +360,8 @@ class PruneRun:
         )
         meta = {key: result[key] for key in ("pattern", "scheme", "crossbar")}
         meta.update(accuracy=test["accuracy"], dataset=ctx.run.dataset, epochs=self.dense_epochs + sum(self.epochs))
+        if prune.quant.enabled:
+            meta["quantization"] = result["quantization"]
         write_run(ctx, plain, result, meta)
         if ctx.rt.is_main:
             print(
@@ -374,6 +402,8 @@ class PruneRun:
             target_compression=prune.target_compression,
             packing=prune.packing, network_packing=network, objective=prune.objective,
             hardware=self._hardware(cost), chip=chip_entry(cost),
+            quantization=config_dict(prune.quant) if prune.quant.enabled else None,
+            physical=self._physical(counts.total("dense"), cost),
             epochs={"dense": self.dense_epochs, prune_key: self.epochs[0], "retrain": self.epochs[1]},
             silenced_outputs=projection["silenced_outputs"], budgets=projection["budgets"],
             layers=[lc.as_dict() for lc in counts.layers],

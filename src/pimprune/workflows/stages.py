@@ -279,11 +279,17 @@ def _epoch_row(ctx: RunContext, model: nn.Module, stage: str, epoch: int, epochs
     return row
 
 
-def restore_model(model: nn.Module, ck: Checkpointer) -> None:
-    """Load the checkpointed weights (and masks) into ``model``."""
+def restore_model(model: nn.Module, ck: Checkpointer, prepare: Callable[[], Any] | None = None) -> None:
+    """Load the checkpointed weights (and masks) into ``model``.
+
+    ``prepare`` runs between the two (to register parametrizations, such as weight quantizers,
+    that change the state_dict's keys).
+    """
     masks = ck.state.get("masks") or {}
     if masks:
         apply_masks(model, masks)
+    if prepare is not None:
+        prepare()
     model.load_state_dict(ck.state["model"])
 
 
