@@ -25,7 +25,19 @@ def test_on_chip_json(capsys):
 def test_on_chip_text(capsys):
     assert main(["evaluate", PRUNED, *DATA, "--on-chip", "--crossbar", "64x64"]) == 0
     out = capsys.readouterr().out
-    assert "on-chip (isaac numerics, 64x64 subrow from --crossbar" in out and "fp32" in out
+    assert "(test), on-chip (isaac numerics, 16-bit weights, 64x64 subrow from --crossbar" in out and "fp32" in out
+
+
+def test_validation_split_instead_of_test(capsys):
+    """With --validation N both evaluations read the fixed held-out split (where choices are made)."""
+    data = ["--dataset", "fashion-mnist-subset", "--validation", "100", "--device", "cpu", "--json"]
+    assert main(["evaluate", PRUNED, *data]) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert (fp32["split"], fp32["samples"]) == ("validation", 100)
+    assert main(["evaluate", PRUNED, *data, "--on-chip", "--calibration-images", "64"]) == 0
+    chip = json.loads(capsys.readouterr().out)
+    assert (chip["split"], chip["samples"]) == ("validation", 100)
+    assert chip["accuracy_fp32"] == fp32["accuracy"]
 
 
 @pytest.mark.parametrize(

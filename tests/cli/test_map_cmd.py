@@ -55,7 +55,7 @@ def test_json_gives_total_crossbars_per_packing(pruned, capsys):
     assert first["packing"] == "network"
     layer, network = first["packings"]["layer"], first["packings"]["network"]
     assert network["total_crossbars"] == 20 < layer["total_crossbars"] == first["crossbars_pruned"]
-    assert network["total_crossbars"] >= network["packing_bound"]
+    assert network["total_crossbars"] >= network["cell_bound"]
     assert network["layers"]["fc"]["activations"] >= 1
     assert len(data["results"]) == 2
 

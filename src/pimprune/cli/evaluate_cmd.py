@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="test accuracy of a saved model (fp32, or on crossbars with --on-chip)",
-        description="Evaluate model.pt (with model.json beside it) on a test split. With --on-chip every "
+        description="Evaluate model.pt (with model.json beside it) on a test split (with --validation N: on the "
+        "fixed validation split of N training images, where choices are made). With --on-chip every "
         "Conv2d/Linear is computed on crossbars as the chip would (quantized, bit-sliced weights, ADC "
         "reads, device variation), mapped as the model was pruned (result.json beside model.pt), else "
         "densely on --crossbar.",
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({k: v for k, v in res.items()}))
         else:
-            print(f"{args.checkpoint} on {args.dataset}: accuracy {res['accuracy']:.4f}  loss {res['loss']:.4f}")
+            print(f"{args.checkpoint} on {args.dataset} ({res['split']}): accuracy {res['accuracy']:.4f}  "
+                  f"loss {res['loss']:.4f}")
         return 0
     from pimprune.workflows.onchip_eval import OnChipEval, format_onchip, run_onchip_evaluate
 

@@ -181,7 +181,7 @@ def _packing_json(pl: NetworkPlacement) -> dict:
     summary = activation_summary(pl)
     return {
         "total_crossbars": pl.n_crossbars,
-        "packing_bound": pl.bound(),
+        "cell_bound": pl.bound(),
         "cells": pl.cells_used(),
         "activations": sum(s["activations"] for s in summary.values()),
         "layers": summary,
@@ -209,7 +209,8 @@ def _as_json(label: str, meta: dict, results: list[NetworkCount], pruned: bool, 
                 crossbars_pruned=nc.total(scheme),
                 compression=d["compression"][scheme],
                 compression_conv=d["compression_conv"][scheme],
-                packing_bound=d["packing_bound"],
+                packing_bound_per_layer=d["packing_bound_per_layer"],
+                packing_bound_network=d["packing_bound_network"],
                 compacted=d["compacted"],
                 compression_by_scheme=d["compression"],
                 nnz=d["nnz"],

@@ -133,14 +133,16 @@ def model_mapping(path: str | Path, meta: dict, crossbar: str | None = None) -> 
 
 
 def _loaders(run: RunConfig, rt: Any, images: int) -> tuple[list, Any]:
-    """Calibration batches (evenly spaced training images, no augmentation) and the test loader."""
+    """Calibration batches (evenly spaced training images, no augmentation; never the validation
+    images) and the loader of the evaluated split (test, or validation with ``run.validation``)."""
     from pimprune.training.loaders import load_loaders
     from pimprune.training.sources import data_request
+    from pimprune.workflows.pipeline import evaluation_loader
     from pimprune.workflows.stages import loader_options
 
-    opts = loader_options(run, rt, augment=False, limit_train=images, validation=0)
-    train, test, _ = load_loaders(run.dataset, opts, data_request(run.data_dir))
-    return [x for x, _ in train], test
+    opts = loader_options(run, rt, augment=False, limit_train=images)
+    train, _, _ = load_loaders(run.dataset, opts, data_request(run.data_dir))
+    return [x for x, _ in train], evaluation_loader(run, rt)[0]
 
 
 def run_onchip_evaluate(path: str, run: RunConfig, settings: OnChipEval) -> dict:
@@ -173,7 +175,7 @@ def run_onchip_evaluate(path: str, run: RunConfig, settings: OnChipEval) -> dict
         rt.close()
     mean = statistics.fmean(accuracies)
     return {
-        "model": str(path), "dataset": run.dataset, "samples": fp32["samples"],
+        "model": str(path), "dataset": run.dataset, "split": fp32["split"], "samples": fp32["samples"],
         "crossbar": str(mapping.crossbar), "scheme": mapping.scheme, "pattern": mapping.pattern,
         "mapping_from": mapping.source, "numerics": numerics_to_dict(numerics),
         "numerics_overrides": dict(settings.overrides), "path": chip.path,
@@ -205,7 +207,8 @@ def format_onchip(res: dict) -> str:
     samples = res["device_samples"]
     spread = f" +- {res['accuracy_std']:.4f} over {samples} device samples" if samples > 1 else ""
     return (
-        f"{res['model']} on {res['dataset']}, on-chip ({res['numerics']['name']} numerics, {res['crossbar']} "
+        f"{res['model']} on {res['dataset']} ({res.get('split', 'test')}), on-chip ({res['numerics']['name']} "
+        f"numerics, {res['numerics']['weight_bits'] or 'fp32'}-bit weights, {res['crossbar']} "
         f"{res['scheme']} from {res['mapping_from']}, {res['crossbars']} crossbars): accuracy "
         f"{res['accuracy_mean']:.4f}{spread}; fp32 {res['accuracy_fp32']:.4f} ({res['loss_points']:+.2f} points lost)"
     )

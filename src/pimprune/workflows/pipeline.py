@@ -67,7 +67,7 @@ from pimprune.workflows.stages import (
 #: Pruning methods a user may name; ``auto`` picks by the epoch budget (see :func:`auto_method`).
 METHODS = method_choices()
 
-__all__ = ["METHODS", "PruneChoice", "PruneRun", "run_train", "run_prune", "run_evaluate"]
+__all__ = ["METHODS", "PruneChoice", "PruneRun", "evaluation_loader", "run_train", "run_prune", "run_evaluate"]
 
 
 # --------------------------------------------------------------------------- train
@@ -437,17 +437,30 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         rt.close()
 
 
-def run_evaluate(path: str, run: RunConfig) -> dict:
-    """Accuracy of a saved model on a dataset's test split (every test sample counted once)."""
-    from pimprune.training.loaders import load_loaders
+def evaluation_loader(run: RunConfig, rt) -> tuple:
+    """``(loader, info, split)``: the test split, or with ``run.validation`` the fixed validation split."""
+    from pimprune.training.loaders import load_loaders, make_validation_loader
     from pimprune.training.sources import data_request
 
+    opts = loader_options(run, rt, augment=False, limit_train=1, validation=0)
+    _, test_loader, info = load_loaders(run.dataset, opts, data_request(run.data_dir))
+    if not run.validation:
+        return test_loader, info, "test"
+    loader = make_validation_loader(run.dataset, run.batch_size, run.validation, run.data_dir, rt.device, rt.rank,
+                                    rt.world_size)
+    return loader, info, "validation"
+
+
+def run_evaluate(path: str, run: RunConfig) -> dict:
+    """Accuracy of a saved model on a dataset's test split, or its validation split with ``run.validation``.
+
+    Every sample of the split is counted once.
+    """
     rt = init_runtime(run.device)
     try:
         model, meta = load_model(path)
         model = model.to(rt.device)
-        opts = loader_options(run, rt, augment=False, limit_train=1, validation=0)
-        _, test_loader, info = load_loaders(run.dataset, opts, data_request(run.data_dir))
+        test_loader, info, split = evaluation_loader(run, rt)
         spec = meta["spec"]
         if spec.get("num_classes") != info.num_classes or spec.get("in_channels") != info.in_channels:
             raise CheckpointError(
@@ -457,6 +470,6 @@ def run_evaluate(path: str, run: RunConfig) -> dict:
                 "evaluate it on the dataset it was trained on"
             )
         test = evaluate(run.execution.model(model), test_loader, rt.device, execution=run.execution)
-        return {"model": str(path), "dataset": run.dataset, **test, "meta": meta}
+        return {"model": str(path), "dataset": run.dataset, "split": split, **test, "meta": meta}
     finally:
         rt.close()
