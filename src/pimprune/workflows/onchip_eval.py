@@ -133,8 +133,11 @@ def model_mapping(path: str | Path, meta: dict, crossbar: str | None = None) -> 
 
 
 def _loaders(run: RunConfig, rt: Any, images: int) -> tuple[list, Any]:
-    """Calibration batches (evenly spaced training images, no augmentation; never the validation
-    images) and the loader of the evaluated split (test, or validation with ``run.validation``)."""
+    """Calibration batches and the loader of the evaluated split.
+
+    Calibration: evenly spaced training images, no augmentation, never the validation images. The
+    evaluated split: test, or validation with ``run.validation``.
+    """
     from pimprune.training.loaders import load_loaders
     from pimprune.training.sources import data_request
     from pimprune.workflows.pipeline import evaluation_loader
