@@ -49,6 +49,9 @@ RATIOS = (
     ("latency", "cycle_ns", "latency_us"),
     ("latency sum", "latency_sum_ns", "latency_us"),
     ("arrays", "subarrays", "crossbars"),
+    ("tiles", "tiles", "tiles_exported"),
+    ("built area", "area_mm2", "built_cells_exported"),
+    ("built area (own mapping)", "area_mm2", "built_cells_own"),
 )
 
 
@@ -58,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--neurosim", required=True, help="NeuroSim's main (Inference_pytorch/NeuroSIM/main)")
     p.add_argument("--neurosim-conventional", default=None,
                    help="optional second build of main with novelMapping = false; in Param.cpp")
+    p.add_argument("--neurosim-layer-by-layer", default=None,
+                   help="optional third build with novelMapping = false; and pipeline = false; (no pipeline copies: "
+                   "NeuroSim's tiles are then the tile-per-layer policy pimprune charges)")
     p.add_argument("--models", default=DEFAULT_MODELS, help="label=model.pt,... (the first is the dense reference)")
     p.add_argument("--rows", default="64,128,256", help="sub-array rows, comma-separated")
     p.add_argument("--out", required=True, help="folder for neurosim_compare.json and .md")
@@ -82,17 +88,41 @@ def _models(spec: str) -> dict[str, Path]:
     return out
 
 
+def neurosim_tile_hw(hw, side: int, rows: int):
+    """``hw`` organised as NeuroSim's chip: tile per layer, ``(side/R) x (side/128)`` sub-arrays per tile.
+
+    NeuroSim keeps a weight's 8 bits in 8 adjacent columns of one ``R x 128`` sub-array, so a sub-array
+    holds ``R x 16`` weights: pimprune counts logical ``R x 16`` crossbars of one array each.
+    """
+    import dataclasses
+
+    from pimprune.hardware.chip import chip_preset
+    from pimprune.hardware.config import merge_fields
+    from pimprune.hardware.neurosim import SUBARRAY_COLS
+
+    ns = chip_preset(dataclasses.replace(hw, weight_bits=hw.cell_bits, signed="offset"), "neurosim")
+    per_tile = (side // rows) * (side // SUBARRAY_COLS)
+    return dataclasses.replace(ns, chip=merge_fields(type(ns.chip), ns.chip, {"arrays_per_tile": per_tile}, "chip."))
+
+
 def _pimprune(model, meta: dict, shape, xbar, hw) -> dict[str, Any]:
-    """pimprune's own figures of one model on one geometry (per-layer mapping under the model's scheme)."""
+    """pimprune's own figures of one model on one geometry (per-layer mapping under the model's scheme).
+
+    ``subarrays_own``: each layer's ``R x 16``-weight sub-arrays under pimprune's own mapping (its scheme).
+    """
+    from pimprune.geometry import Crossbar
     from pimprune.hardware.cost import network_cost
+    from pimprune.hardware.neurosim import DEFAULT_BITS, SUBARRAY_COLS
     from pimprune.mapping.counting import count_network
     from pimprune.mapping.matrices import extract_layers
 
     scheme = meta.get("scheme") or "dense"
     cost = network_cost(model, xbar, scheme, hw, shape)
-    crossbars = count_network(extract_layers(model), xbar, schemes=(scheme,)).total(scheme)
+    layers = extract_layers(model)
+    crossbars = count_network(layers, xbar, schemes=(scheme,)).total(scheme)
+    sub = count_network(layers, Crossbar(xbar.rows, SUBARRAY_COLS // DEFAULT_BITS), schemes=(scheme,))
     return {"scheme": scheme, "crossbars": crossbars, "energy_nj": cost.energy_nj, "area_mm2": cost.area_mm2,
-            "latency_us": cost.latency_us}
+            "latency_us": cost.latency_us, "subarrays_own": [lc.counts[scheme] for lc in sub.layers]}
 
 
 def _run_neurosim(main: str, export, timeout: float) -> tuple[str | None, str, dict | None, float]:
@@ -134,7 +164,22 @@ def _export_figures(export, rows: int) -> dict[str, int]:
         "novel_mapped_lines": sum(export.check.novel),
         "kept_matrix_crossbars": sum(arrays(line, 1) for line in export.lines),
         "needed_subarrays": sum(arrays(line, DEFAULT_BITS) for line in export.lines),
+        "subarrays_per_line": [arrays(line, DEFAULT_BITS) for line in export.lines],
     }
+
+
+def _tiles(export, rows: int, subarrays_own: list[int], hw) -> dict[str, Any]:
+    """Tiles of pimprune's tile-per-layer policy on NeuroSim's organisation (chip.neurosim_tile_design).
+
+    The tile side comes from the exported lines as NeuroSim chooses it; ``built_cells_*`` is tiles x side^2,
+    the built area in cells, for the exported matrices and for pimprune's own mapping.
+    """
+    from pimprune.hardware.chip import neurosim_tile_design, tiles_needed
+
+    side, tiles = neurosim_tile_design([tuple(line.weight.shape) for line in export.lines], rows)
+    own = tiles_needed(subarrays_own, neurosim_tile_hw(hw, side, rows))
+    return {"tile_side": side, "tiles_exported": tiles, "built_cells_exported": tiles * side * side,
+            "tiles_own": own, "built_cells_own": own * side * side}
 
 
 def _one(label: str, loaded, rows: int, mapping: str, main: str, args, work: Path) -> dict[str, Any]:
@@ -149,10 +194,11 @@ def _one(label: str, loaded, rows: int, mapping: str, main: str, args, work: Pat
     folder = work / f"{label}-{rows}-{mapping}"
     try:
         export = export_neurosim(model, shape, Crossbar(rows, SUBARRAY_COLS), folder, label=label, images=images,
-                                 image_note=note, mapping=mapping)
+                                 image_note=note, mapping="novel" if mapping == "novel" else "conventional")
     except ConfigError as exc:
         return {**row, "status": "refused", "reason": str(exc)}
     row["export"] = _export_figures(export, rows)
+    row["pimprune"] = {**row["pimprune"], **_tiles(export, rows, row["pimprune"]["subarrays_own"], args.hw)}
     error, text, summary, seconds = _run_neurosim(main, export, args.timeout)
     shutil.rmtree(folder, ignore_errors=True)
     row["neurosim_seconds"] = round(seconds, 2)
@@ -179,8 +225,8 @@ def _load(path: Path, images: int, rows: list[int], hw) -> tuple:
     return model, meta, shape, x, note, pim
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b and math.isfinite(a) and math.isfinite(b) else None
 
 
 def ratios(runs: list[dict], dense: str) -> list[dict]:
@@ -194,7 +240,7 @@ def ratios(runs: list[dict], dense: str) -> list[dict]:
         entry = {"model": run["model"], "rows": run["rows"], "mapping": run["mapping"], "pimprune": {},
                  "neurosim": None if run["status"] != "ok" or base["status"] != "ok" else {}}
         for name, ns_key, pim_key in RATIOS:
-            entry["pimprune"][name] = _ratio(run["pimprune"][pim_key], base["pimprune"][pim_key])
+            entry["pimprune"][name] = _ratio(run["pimprune"].get(pim_key), base["pimprune"].get(pim_key))
             if entry["neurosim"] is not None:
                 entry["neurosim"][name] = _ratio(run["neurosim"][ns_key], base["neurosim"][ns_key])
         if entry["neurosim"] is None:
@@ -289,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     models = _models(args.models)
     rows = [int(r) for r in args.rows.split(",") if r.strip()]
-    mains = {"novel": args.neurosim, "conventional": args.neurosim_conventional}
+    mains = {"novel": args.neurosim, "conventional": args.neurosim_conventional,
+             "layer-by-layer": args.neurosim_layer_by_layer}
     for mapping, path in mains.items():
         if path and not os.access(path, os.X_OK):
             raise ConfigError(f"NeuroSim's main for {mapping} mapping is not an executable file: {path}")
     hw = load_preset(args.hardware)
+    args.hw = hw
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, notes = [], {}

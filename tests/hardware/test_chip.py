@@ -96,3 +96,14 @@ def test_a_tile_too_small_for_one_crossbar():
         tiles_needed([1], hw)
     with pytest.raises(ConfigError, match="tile policy"):
         tiles_needed([1], ISAAC, "nope")
+
+
+def test_neurosim_tile_design_picks_the_best_utilised_side():
+    from pimprune.hardware.chip import neurosim_tile_design
+
+    shapes = [(144, 16), (1152, 128)]  # a 3x3 conv of 16 -> 16 and one of 128 -> 128, 8 columns per weight
+    assert neurosim_tile_design(shapes, 128) == (1024, 3)  # only 1024 = max(2^ceil(log2(1024)), 512)
+    # at 64 rows 512 (7 tiles, 65% used) beats 1024 (3 tiles, 38% used)
+    assert neurosim_tile_design(shapes, 64) == (512, 7)
+    with pytest.raises(ConfigError):
+        neurosim_tile_design([], 64)

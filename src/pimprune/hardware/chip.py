@@ -10,8 +10,8 @@ takes :attr:`~pimprune.hardware.config.HardwareConfig.physical_arrays` arrays, s
 ``tile-per-layer``
     Every stage (a layer, or a group of layers sharing crossbars under network packing) takes
     whole tiles of its own: ``sum_s ceil(L_s / T)``. ISAAC maps so, and NeuroSim V1.4 always
-    gives a layer whole tiles and never shares one between layers (/work/neurosim/NOTES.md
-    section 5, Chip.cpp ``OverallEachLayer``).
+    gives a layer whole tiles and never shares one between layers (NeuroSim's Chip.cpp
+    ``OverallEachLayer``; docs/hardware.md section 11).
 ``shared``
     Layers are packed into common tiles: ``ceil(L / T)``.
 
@@ -25,6 +25,7 @@ layers each take a fraction of a tile, saves little built area under ``tile-per-
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = [
     "chip_usage",
     "crossbars_per_pe",
     "crossbars_per_tile",
+    "neurosim_tile_design",
     "tiles_needed",
 ]
 
@@ -55,9 +57,10 @@ _UM2_PER_MM2 = 1e6
 CHIP_PRESETS: Registry[Mapping[str, Any]] = Registry("chip preset")
 #: ISAAC (Shafiee et al., ISCA 2016): 8 arrays per IMA, 12 IMAs per tile, 168 tiles per chip.
 CHIP_PRESETS.add("isaac", {"tiles": 168, "arrays_per_tile": 96, "arrays_per_pe": 8, "tile_policy": "tile-per-layer"})
-#: DNN+NeuroSim V1.4 defaults (/work/neurosim/NOTES.md section 5): sub-arrays of ``rows x 128``
-#: cells, a conventionally mapped PE of 256x256 storage (2x2 = 4 sub-arrays of 128x128), a tile of
-#: 512x512 (4 PEs = 16 sub-arrays); a layer always takes whole tiles. NeuroSim builds as many tiles
+#: DNN+NeuroSim V1.4 defaults (Chip.cpp ``ChipDesignInitialize``; docs/hardware.md section 11): sub-arrays of
+#: ``rows x 128`` cells, a conventionally mapped tile of at least ``4R x 4R`` cells (at 128 rows 512x512 =
+#: 16 sub-arrays, the preset's); a layer always takes whole tiles. NeuroSim grows the tile with the network's
+#: widest layer (:func:`neurosim_tile_design` gives its choice). NeuroSim builds as many tiles
 #: as the network needs; 1008 tiles hold ISAAC's 16128 arrays, so latency stays comparable.
 CHIP_PRESETS.add(
     "neurosim", {"tiles": 1008, "arrays_per_tile": 16, "arrays_per_pe": 4, "tile_policy": "tile-per-layer"}
@@ -211,3 +214,35 @@ def chip_report(
         "area_built_mm2": {p: round(u.built_area_mm2, 6) for p, u in usages.items()},
         "utilisation": {p: round(u.utilisation, 4) for p, u in usages.items()},
     }
+
+
+def neurosim_tile_design(shapes: Sequence[tuple[int, int]], rows: int, cols_per_weight: int = 8) -> tuple[int, int]:
+    """NeuroSim V1.4's conventionally mapped tiles for layers of ``(M, N)`` weight matrices.
+
+    NeuroSim sizes a square tile of ``side x side`` cells from the network (``Chip.cpp``,
+    ``ChipDesignInitialize`` and ``TileDesignCM``): the candidates are ``S0 = max(2^ceil(log2(N_max * b)),
+    4 R)`` and its halvings down to (not including) ``4 R``, ``b`` columns per weight; a layer takes
+    ``ceil(M / side) * ceil(b N / side)`` tiles of its own (tile per layer), and the side with the
+    highest utilisation (cells of the matrices over cells of the tiles) wins, the first on a tie.
+
+    Args:
+        shapes: ``(M, N)`` of each layer's matrix as NeuroSim reads it (``K^2 C_in`` rows, ``C_out`` columns).
+        rows: Sub-array rows ``R``.
+        cols_per_weight: Columns per weight ``b`` (8-bit weights on 1-bit cells: 8).
+
+    Returns:
+        ``(side, tiles)``.
+    """
+    if not shapes or rows < 1:
+        raise ConfigError("NeuroSim's tile design needs at least one layer and rows >= 1")
+    start = max(2 ** math.ceil(math.log2(max(n for _, n in shapes) * cols_per_weight)), 4 * rows)
+    cells = sum(m * n * cols_per_weight for m, n in shapes)
+    best: tuple[float, int, int] = (0.0, start, 0)
+    side = start
+    while side == start or side > 4 * rows:
+        tiles = sum(math.ceil(m / side) * math.ceil(n * cols_per_weight / side) for m, n in shapes)
+        utilisation = cells / (tiles * side * side)
+        if utilisation > best[0]:
+            best = (utilisation, side, tiles)
+        side //= 2
+    return best[1], best[2]
