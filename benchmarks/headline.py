@@ -95,7 +95,7 @@ def run_one(args, name: str) -> dict:
     if run.kind == "control":
         fields = dataclasses.replace(run, pattern="subrow", target=1.0).prune_fields(args.epochs, args.crossbar)
     elif run.kind == "capacity":
-        ref = out / f"{run.recipe}@{run.pattern}@{run.target:g}" + (f"@seed={run.seed}" if run.seed else "")
+        ref = out / (f"{run.recipe}@{run.pattern}@{run.target:g}" + (f"@seed={run.seed}" if run.seed else ""))
         if not (ref / "result.json").exists():
             raise SystemExit(f"error: {name} needs the finished run {ref}")
         target = _unstructured_target(args, _kept_weights(ref))

@@ -42,13 +42,16 @@ MODELS = {
     "subrow-1pt": "results/headline/subrow-1pt/model.pt",
     "coarse-1pt": "results/headline/coarse-1pt/model.pt",
     "packed-1pt": "results/headline/packed-1pt/model.pt",
+    "packed-coarse-1pt": "results/headline/packed-coarse-1pt/model.pt",
+    "physical-1pt": "results/headline/physical-1pt/model.pt",
 }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/onchip", help="output folder (default results/onchip)")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated rows of: " + ", ".join(MODELS))
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated rows: names of " + ", ".join(MODELS) + ", or LABEL=PATH/model.pt")
     p.add_argument("--dense-crossbar", default="32x32", help="geometry of the dense model (default 32x32)")
     p.add_argument("--numerics", default="isaac", help="numerics preset the columns start from (default isaac)")
     p.add_argument("--bits", default="16,8,4", help="weight bits of the column groups (default 16,8,4)")
@@ -127,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     train, test, info = make_loaders(args.dataset, args.batch_size, args.data_dir, augment=False,
                                      limit_train=args.calibration_images, limit_test=args.limit_test)  # fmt: skip
     data = ([x for x, _ in train], test)
-    labels = [m.strip() for m in args.models.split(",") if m.strip()]
-    rows = {label: _row(label, MODELS[label], args, data) for label in labels}
+    chosen = dict(item.split("=", 1) if "=" in item else (item, MODELS[item])
+                  for item in (m.strip() for m in args.models.split(",")) if item)
+    rows = {label: _row(label, path, args, data) for label, path in chosen.items()}
     table = {
         "benchmark": "onchip_table", "dataset": args.dataset, "test_images": info.test_size,
         "numerics": args.numerics, "bits": args.bits, "sigmas": args.sigmas, "samples": args.samples,
