@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 #: Models compared by default: label=path (the first is the dense reference).
-DEFAULT_MODELS = (
-    "dense=src/pimprune/assets/demo_dense/model.pt,subrow-1pt=results/headline/subrow-1pt/model.pt,"
-    "subrow-0.5pt=results/headline/subrow-0.5pt/model.pt,packed-1pt=results/headline/packed-1pt/model.pt"
+DEFAULT_MODELS = ",".join(
+    ["dense=src/pimprune/assets/demo_dense/model.pt"]
+    + [f"{row}=results/headline/{row}/model.pt" for row in
+       ("subrow-1pt", "subrow-0.5pt", "coarse-1pt", "packed-1pt", "packed-coarse-1pt")]
 )
 #: Seconds one NeuroSim run may take before its geometry is skipped.
 DEFAULT_TIMEOUT_S = 180
