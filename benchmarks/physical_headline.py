@@ -80,11 +80,12 @@ def cells(args) -> dict[str, list[dict]]:
 
 def choose(args, all_cells: dict[str, list[dict]]) -> dict | None:
     """The cell with the highest physical compression whose mean on-chip validation loss is within the bound."""
-    fit = [(statistics.fmean(r["physical_compression"] for r in rows), name) for name, rows in all_cells.items()
+    fit = [(statistics.fmean(r["physical_compression"] for r in rows),
+            -statistics.fmean(r["val_loss"] for r in rows), name) for name, rows in all_cells.items()
            if statistics.fmean(r["val_loss"] for r in rows) <= args.bound]
     if not fit:
         return None
-    _, name = max(fit)
+    name = max(fit)[2]  # the highest physical compression; on a tie the lower validation loss
     rows = all_cells[name]
     tests = [on_chip(args, Path(r["folder"]), "test") for r in rows]
     losses = [round(100 * (r["dense_test"] - t["accuracy_mean"]), 2) for r, t in zip(rows, tests, strict=True)]

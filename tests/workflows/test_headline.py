@@ -22,11 +22,20 @@ def _json_line(out: str) -> dict:
 
 
 def test_headline_folders_are_complete():
-    assert {p.name for p in FOLDERS} >= {"subrow-1pt", "subrow-0.5pt", "coarse-1pt", "control", "packed-1pt"}
+    """Every row headline.json chose (on validation) is committed with its model, and only those."""
+    table = json.loads((HEADLINE / "headline.json").read_text())
+    chosen = {row["row"] for row in table["headline"] if row["chosen"] is not None}
+    assert {"subrow-1pt", "control"} <= chosen | {"control"}
+    assert {p.name for p in FOLDERS} - {"control", "physical-1pt"} == chosen
     for folder in FOLDERS:
-        for name in ("model.pt", "model.json", "result.json"):
+        for name in ("model.pt", "model.json", "result.json", "RUN"):
             assert (folder / name).exists(), folder / name
-    assert (HEADLINE / "packed-1pt" / "placement.json").exists()
+        result = json.loads((folder / "result.json").read_text())
+        if result.get("packing") == "network":
+            assert (folder / "placement.json").exists(), folder
+    for row in table["headline"]:
+        if row["chosen"] is not None:  # the committed model is the chosen cell's seed-0 run
+            assert (HEADLINE / row["row"] / "RUN").read_text().strip() in row["chosen"]["runs"]
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)

@@ -19,8 +19,9 @@ RUN = RunConfig(dataset="fashion-mnist-subset", limit_test=200, batch_size=100, 
 def test_mapping_comes_from_the_result_beside_the_model():
     _, meta = load_model(PRUNED)
     mapping = model_mapping(PRUNED, meta)
+    saved = json.loads(open(PRUNED.replace("model.pt", "result.json")).read())
     assert (mapping.crossbar, mapping.scheme, mapping.pattern, mapping.source) == (
-        Crossbar(32, 32), "subrow", "subrow-channel", "result.json")
+        Crossbar(32, 32), "subrow", saved["pattern"], "result.json")
     other = model_mapping(PRUNED, meta, "64x64")
     assert (other.crossbar, other.scheme, other.source) == (Crossbar(64, 64), "subrow", "--crossbar")
 
