@@ -38,24 +38,13 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def _data(args, model_meta: dict):
-    from pimprune.training.loaders import load_loaders
-    from pimprune.training.sources import data_request
-    from pimprune.workflows.config import RunConfig
-    from pimprune.workflows.stages import loader_options
+    """Calibration batches (the validation split held out), the test loader and the dataset's sizes."""
+    from pimprune.training.loaders import make_loaders
 
-    run = RunConfig(dataset=model_meta.get("dataset") or "fashion-mnist", batch_size=500, augment=False,
-                    validation=args.validation, limit_test=args.limit_test, device="cpu")
-    opts = loader_options(run, _Rt(), limit_train=args.calibration_images)
-    train, test, _ = load_loaders(run.dataset, opts, data_request(None))
-    return [x for x, _ in train], test
-
-
-class _Rt:
-    """The single-process CPU runtime the loaders need."""
-
-    import torch
-
-    device, rank, world_size = torch.device("cpu"), 0, 1
+    train, test, info = make_loaders(model_meta.get("dataset") or "fashion-mnist", 500, augment=False,
+                                     limit_train=args.calibration_images, limit_test=args.limit_test,
+                                     validation=args.validation)
+    return [x for x, _ in train], test, info
 
 
 def _accuracy(forward, loader) -> float:
@@ -66,7 +55,6 @@ def _accuracy(forward, loader) -> float:
         for x, y in loader:
             correct += int((forward(x).argmax(1) == y).sum())
             total += len(y)
-    _accuracy.images = total
     return correct / total
 
 
@@ -102,7 +90,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     model, meta = load_model(args.model)
     model.eval()
-    calibration, test = _data(args, meta)
+    calibration, test, info = _data(args, meta)
     fp32 = _accuracy(model, test)
     rows = []
     for item in (s for s in args.settings.split(",") if s.strip()):
@@ -111,7 +99,7 @@ def main(argv=None) -> int:
         rows.append(one_setting(model, numerics, Crossbar.parse(args.crossbar), calibration, test))
         print(json.dumps(rows[-1]), flush=True)
     doc = {"model": args.model, "fp32": fp32, "crossbar": args.crossbar, "package": AIHWKIT_PACKAGE,
-           "torch": torch.__version__, "calibration_images": args.calibration_images, "test_images": _accuracy.images,
+           "torch": torch.__version__, "calibration_images": args.calibration_images, "test_images": info.test_size,
            "machine": f"{platform.machine()} {platform.processor()}".strip(),
            "date": dt.date.today().isoformat(), "rows": rows}  # fmt: skip
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")

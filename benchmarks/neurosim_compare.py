@@ -36,8 +36,7 @@ from typing import Any
 #: Models compared by default: label=path (the first is the dense reference).
 DEFAULT_MODELS = ",".join(
     ["dense=src/pimprune/assets/demo_dense/model.pt"]
-    + [f"{row}=results/headline/{row}/model.pt" for row in
-       ("subrow-1pt", "subrow-0.5pt", "coarse-1pt", "packed-1pt", "packed-coarse-1pt")]
+    + [f"{row}=results/headline/{row}/model.pt" for row in ("subrow-1pt", "coarse-1pt", "packed-1pt")]
 )
 #: Seconds one NeuroSim run may take before its geometry is skipped.
 DEFAULT_TIMEOUT_S = 180
@@ -160,12 +159,13 @@ def _export_figures(export, rows: int) -> dict[str, int]:
         m, n = line.weight.shape
         return math.ceil(m / rows) * math.ceil(n * cols_per_weight / SUBARRAY_COLS)
 
+    per_line = [arrays(line, DEFAULT_BITS) for line in export.lines]
     return {
         "lines": len(export.lines),
         "novel_mapped_lines": sum(export.check.novel),
         "kept_matrix_crossbars": sum(arrays(line, 1) for line in export.lines),
-        "needed_subarrays": sum(arrays(line, DEFAULT_BITS) for line in export.lines),
-        "subarrays_per_line": [arrays(line, DEFAULT_BITS) for line in export.lines],
+        "needed_subarrays": sum(per_line),
+        "subarrays_per_line": per_line,
     }
 
 
@@ -183,7 +183,7 @@ def _tiles(export, rows: int, subarrays_own: list[int], hw) -> dict[str, Any]:
             "tiles_own": own, "built_cells_own": own * side * side}
 
 
-def _one(label: str, loaded, rows: int, mapping: str, main: str, args, work: Path) -> dict[str, Any]:
+def _one(label: str, loaded, rows: int, mapping: str, main: str, args, work: Path, hw) -> dict[str, Any]:
     """Export, run and cost one model on one geometry under one mapping."""
     from pimprune.errors import ConfigError
     from pimprune.geometry import Crossbar
@@ -199,7 +199,7 @@ def _one(label: str, loaded, rows: int, mapping: str, main: str, args, work: Pat
     except ConfigError as exc:
         return {**row, "status": "refused", "reason": str(exc)}
     row["export"] = _export_figures(export, rows)
-    row["pimprune"] = {**row["pimprune"], **_tiles(export, rows, row["pimprune"]["subarrays_own"], args.hw)}
+    row["pimprune"] = {**row["pimprune"], **_tiles(export, rows, row["pimprune"]["subarrays_own"], hw)}
     error, text, summary, seconds = _run_neurosim(main, export, args.timeout)
     shutil.rmtree(folder, ignore_errors=True)
     row["neurosim_seconds"] = round(seconds, 2)
@@ -342,7 +342,6 @@ def main(argv: list[str] | None = None) -> int:
         if path and not os.access(path, os.X_OK):
             raise ConfigError(f"NeuroSim's main for {mapping} mapping is not an executable file: {path}")
     hw = load_preset(args.hardware)
-    args.hw = hw
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, notes = [], {}
@@ -353,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows:
                 for mapping, main_path in mains.items():
                     if main_path:
-                        runs.append(_one(label, loaded, r, mapping, main_path, args, Path(tmp)))
+                        runs.append(_one(label, loaded, r, mapping, main_path, args, Path(tmp), hw))
                         print(f"{label} {r} {mapping}: {runs[-1]['status']}", file=sys.stderr, flush=True)
     doc = {
         "neurosim": {"commit": NEUROSIM_COMMIT, "main": mains},

@@ -32,7 +32,7 @@ from pimprune.errors import ConfigError
 from pimprune.hardware.adc import adc_bits
 from pimprune.hardware.components import SIGN_SCHEMES, SignScheme, physical_arrays
 from pimprune.hardware.config import merge_fields, read_config_file
-from pimprune.numeric import cdiv
+from pimprune.numeric import cdiv, json_ratio
 from pimprune.registry import Registry
 
 __all__ = [
@@ -313,7 +313,7 @@ def physical_summary(dense_crossbars: int, crossbars: int, dense: NumericsConfig
         "cell_bits": model.cell_bits, "sign_arrays": model.sign.array_factor,
         "arrays_per_crossbar_dense": dense.physical_arrays, "arrays_per_crossbar": model.physical_arrays,
         "arrays_dense": arrays_dense, "arrays": arrays,
-        "compression": round(arrays_dense / arrays, 4) if arrays else None,
+        "compression": json_ratio(arrays_dense / arrays) if arrays else None,
     }  # fmt: skip
 
 

@@ -290,6 +290,10 @@ class NetworkCount:
         """Sum of packing bounds."""
         return sum(lc.bound for lc in self.layers if kind is None or lc.kind == kind)
 
+    def network_bound(self) -> int:
+        """``ceil(kept cells of the network / (R*C))``: the crossbars no placement, shared or not, beats."""
+        return cdiv(sum(lc.nnz for lc in self.layers), self.crossbar.cells)
+
     def compression(self, scheme: str, kind: str | None = None) -> float:
         """Dense count of the unpruned network / count under ``scheme`` (same layers)."""
         pruned = self.total(scheme, kind)
@@ -306,7 +310,7 @@ class NetworkCount:
             "nnz": sum(lc.nnz for lc in self.layers),
             "weights": sum(lc.weights for lc in self.layers),
             "packing_bound_per_layer": self.bound(),
-            "packing_bound_network": cdiv(sum(lc.nnz for lc in self.layers), self.crossbar.cells),
+            "packing_bound_network": self.network_bound(),
             "compacted": {s: self.total(s) for s in schemes},
             "compression": {s: json_ratio(self.compression(s)) for s in schemes},
             "compression_conv": {s: json_ratio(self.compression(s, "conv")) for s in schemes},

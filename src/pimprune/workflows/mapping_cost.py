@@ -22,9 +22,9 @@ from pimprune.hardware.chip import chip_layout, chip_report
 from pimprune.hardware.config import HardwareConfig
 from pimprune.hardware.cost import NetworkCost, dense_stats, network_cost
 from pimprune.hardware.placement_cost import PlacementCost, placement_cost
+from pimprune.mapping.counting import NetworkCount
 from pimprune.mapping.matrices import LayerMatrix
 from pimprune.mapping.network import NetworkPlacement, check_placement, pack_network
-from pimprune.numeric import cdiv
 
 __all__ = [
     "MappedCost",
@@ -138,14 +138,14 @@ def chip_entry(cost: MappedCost) -> dict[str, Any]:
     return entry
 
 
-def packing_bounds(nnz: int, per_layer_bound: int, xbar: Crossbar) -> dict[str, int]:
+def packing_bounds(counts: NetworkCount) -> dict[str, int]:
     """The two packing bounds of ``result.json``.
 
     ``packing_bound_per_layer`` is the sum of the layers' ``ceil(nnz_l / (R*C))``, which network
     packing can beat (it was ``packing_bound`` before; :func:`read_packing_bound` reads both);
     ``packing_bound_network`` is ``ceil(total nnz / (R*C))``, which no placement beats.
     """
-    return {"packing_bound_per_layer": int(per_layer_bound), "packing_bound_network": int(cdiv(nnz, xbar.cells))}
+    return {"packing_bound_per_layer": int(counts.bound()), "packing_bound_network": int(counts.network_bound())}
 
 
 def read_packing_bound(result: Mapping[str, Any], which: str = "per_layer") -> int | None:

@@ -140,12 +140,12 @@ def _loaders(run: RunConfig, rt: Any, images: int) -> tuple[list, Any]:
     """
     from pimprune.training.loaders import load_loaders
     from pimprune.training.sources import data_request
-    from pimprune.workflows.pipeline import evaluation_loader
+    from pimprune.workflows.pipeline import split_loader
     from pimprune.workflows.stages import loader_options
 
     opts = loader_options(run, rt, augment=False, limit_train=images)
-    train, _, _ = load_loaders(run.dataset, opts, data_request(run.data_dir))
-    return [x for x, _ in train], evaluation_loader(run, rt)[0]
+    train, test, _ = load_loaders(run.dataset, opts, data_request(run.data_dir))
+    return [x for x, _ in train], split_loader(run, rt, test)[0]
 
 
 def run_onchip_evaluate(path: str, run: RunConfig, settings: OnChipEval) -> dict:

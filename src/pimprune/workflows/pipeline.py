@@ -67,7 +67,8 @@ from pimprune.workflows.stages import (
 #: Pruning methods a user may name; ``auto`` picks by the epoch budget (see :func:`auto_method`).
 METHODS = method_choices()
 
-__all__ = ["METHODS", "PruneChoice", "PruneRun", "evaluation_loader", "run_train", "run_prune", "run_evaluate"]
+__all__ = ["METHODS", "PruneChoice", "PruneRun", "evaluation_loader", "split_loader", "run_train", "run_prune",
+           "run_evaluate"]
 
 
 # --------------------------------------------------------------------------- train
@@ -398,7 +399,7 @@ class PruneRun:
             crossbars_dense=counts.total("dense"), crossbars_pruned=counts.total(scheme),
             compression=json_ratio(counts.compression(scheme)),
             compression_conv=json_ratio(counts.compression(scheme, "conv")),
-            **packing_bounds(sum(lc.nnz for lc in counts.layers), counts.bound(), xbar),
+            **packing_bounds(counts),
             target_compression=prune.target_compression,
             packing=prune.packing, network_packing=network, objective=prune.objective,
             hardware=self._hardware(cost), chip=chip_entry(cost),
@@ -437,18 +438,26 @@ def run_prune(run: RunConfig, prune: PruneConfig) -> dict:
         rt.close()
 
 
+def split_loader(run: RunConfig, rt, test_loader) -> tuple:
+    """``(loader, split)``: ``test_loader``, or with ``run.validation`` the fixed validation split."""
+    if not run.validation:
+        return test_loader, "test"
+    from pimprune.training.loaders import make_validation_loader
+
+    loader = make_validation_loader(run.dataset, run.batch_size, run.validation, run.data_dir, rt.device, rt.rank,
+                                    rt.world_size)
+    return loader, "validation"
+
+
 def evaluation_loader(run: RunConfig, rt) -> tuple:
     """``(loader, info, split)``: the test split, or with ``run.validation`` the fixed validation split."""
-    from pimprune.training.loaders import load_loaders, make_validation_loader
+    from pimprune.training.loaders import load_loaders
     from pimprune.training.sources import data_request
 
     opts = loader_options(run, rt, augment=False, limit_train=1, validation=0)
     _, test_loader, info = load_loaders(run.dataset, opts, data_request(run.data_dir))
-    if not run.validation:
-        return test_loader, info, "test"
-    loader = make_validation_loader(run.dataset, run.batch_size, run.validation, run.data_dir, rt.device, rt.rank,
-                                    rt.world_size)
-    return loader, info, "validation"
+    loader, split = split_loader(run, rt, test_loader)
+    return loader, info, split
 
 
 def run_evaluate(path: str, run: RunConfig) -> dict:
