@@ -32,7 +32,7 @@ from pimprune.pruning.methods import method_choices, settings_from_options, sett
 from pimprune.pruning.patterns import PATTERNS
 from pimprune.pruning.quantization import QUANT_SCALES, QuantConfig
 from pimprune.pruning.saliency import AUTO, SALIENCIES
-from pimprune.pruning.target import ALLOCATIONS, PACKINGS
+from pimprune.pruning.target import ALLOCATIONS, GUARDS, PACKINGS
 from pimprune.workflows.config import PruneConfig, RunConfig
 
 DESCRIPTION = (
@@ -99,6 +99,11 @@ PRUNE_OPTIONS: tuple[Option, ...] = (
         "packing", "how the crossbar budget is counted: layer (the paper's per-layer mapping) or network "
         "(crossbars shared across layers, subrow only; writes placement.json) (default {default})",
         choices=lambda: PACKINGS,
+    ),
+    Option(
+        "guard", "what the global allocation keeps whatever the budget: layer (a unit per layer) or outputs "
+        "(a unit per output group: no output silenced; subrow, row, crossbar) (default {default})",
+        choices=lambda: GUARDS,
     ),
     Option(
         "objective", "what the global budget counts: {names} (energy/edp: the hardware model's cost of one "

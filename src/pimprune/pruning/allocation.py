@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from pimprune.errors import ConfigError
-from pimprune.pruning.ranking import Ranking, Tensors, layer_scales, rank_units
+from pimprune.pruning.ranking import Ranking, Tensors, layer_scales, output_guard, rank_units
+from pimprune.pruning.target import GUARD_OUTPUTS
 from pimprune.registry import Registry
 
 
@@ -203,10 +204,15 @@ class GlobalAllocator(Allocator):
     def _rank(self, mats: Tensors) -> Ranking:
         p, x, plan, target = self.proj.pattern, self.proj.crossbar, self.proj.plan, self.proj.target
         cache = self.proj.units_cache
+        units = {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()}
+        guarded = None
+        if target.guard == GUARD_OUTPUTS:
+            guarded = {n: output_guard(u, p.output_groups(u, tuple(mats[n].shape), x)) for n, u in units.items()}
         return rank_units(
-            {n: (p.units(m, x) if cache is None else cache.units(n, m, x)) for n, m in mats.items()},
+            units,
             layer_scales(mats, plan, target.normalize_layers, None if cache is None else cache.energy),
-            keep_every_layer=target.keep_every_layer,
+            keep_every_layer=target.keep_every_layer or guarded is not None,
             every_chain=p.chain_is_output_group,
             unit_costs=plan.costs if plan.weighted else None,
+            guarded=guarded,
         )

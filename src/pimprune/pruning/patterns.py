@@ -93,6 +93,17 @@ class Pattern(ABC):
     #: (``subrow``: a column block; ``row``: a whole matrix), so an empty chain
     #: silences those outputs; budget allocation then keeps each chain's first unit.
     chain_is_output_group: ClassVar[bool] = False
+    #: True when :meth:`output_groups` names the outputs of every unit (``--guard outputs``).
+    guards_outputs: ClassVar[bool] = False
+
+    def output_groups(self, units: Units, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor | None:
+        """``(U,)`` the output group each unit writes to, for the global allocation's output guard.
+
+        Units of one group write to the same outputs (a column block of one group of
+        the matrix), so a group none of whose units is kept silences those outputs.
+        None: the units do not fall into such groups (the guard is not available).
+        """
+        return units.chain if self.chain_is_output_group else None
 
     @abstractmethod
     def units(self, matrix: torch.Tensor, xbar: Crossbar, scores: torch.Tensor | None = None) -> Units:
@@ -241,6 +252,7 @@ class SubRowPattern(ChunkedPattern):
     name = "subrow"
     scheme = "subrow"
     chain_is_output_group = True
+    guards_outputs = True
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         g, m, n = energy.shape
@@ -268,6 +280,7 @@ class SubRowChannelPattern(SubRowPattern):
     """
 
     name = "subrow-channel"
+    guards_outputs = False  # its projection removes whole column blocks on purpose
 
 
 @PATTERNS.register("subcolumn")
@@ -331,6 +344,7 @@ class RowPattern(_WholeLinePattern):
     name = "row"
     scheme = "row"
     chain_is_output_group = True
+    guards_outputs = True
     line_dim = 1
 
 
@@ -354,6 +368,7 @@ class CrossbarPattern(ChunkedPattern):
 
     name = "crossbar"
     scheme = "crossbar"
+    guards_outputs = True
 
     def item_energy(self, energy: torch.Tensor, xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         g = energy.shape[0]
@@ -366,6 +381,11 @@ class CrossbarPattern(ChunkedPattern):
 
     def chunk_cost(self, shape: tuple[int, int, int], xbar: Crossbar) -> tuple[int, int]:  # noqa: D102
         return 1, 1
+
+    def output_groups(self, units: Units, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:
+        """Chains are the ``(g, row block, column block)`` tiles; a tile writes to its group's column block."""
+        nr, nc = cdiv(shape[1], xbar.rows), cdiv(shape[2], xbar.cols)
+        return units.chain // (nr * nc) * nc + units.chain % nc
 
     def expand(self, keep: torch.Tensor, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor:  # noqa: D102
         tiles = repeat(repeat(keep[..., 0], xbar.rows, 1), xbar.cols, 2)

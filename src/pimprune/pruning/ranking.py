@@ -141,6 +141,25 @@ def _boost_kept(
         g[keep] = g[keep] + boost
 
 
+def output_guard(units: Units, groups: torch.Tensor) -> torch.Tensor:
+    """Indices of the units that keep every output group alive: each group's best first unit.
+
+    Args:
+        units: One layer's units.
+        groups: ``(U,)`` output group of every unit (:meth:`Pattern.output_groups`).
+    """
+    first = torch.nonzero(units.position == 0).flatten()
+    if not len(first):
+        return first
+    g, gain = groups[first], units.gains[first].to(torch.float64)
+    order = torch.argsort(gain, descending=True, stable=True)
+    order = order[torch.argsort(g[order], stable=True)]  # by group, best gain first within it
+    g_sorted = g[order]
+    lead = torch.ones_like(g_sorted, dtype=torch.bool)
+    lead[1:] = g_sorted[1:] != g_sorted[:-1]
+    return first[order[lead]]
+
+
 def layer_scales(
     mats: Tensors, plan: BudgetPlan, normalize: bool, energy_of: Callable[[str, torch.Tensor], float] | None = None
 ) -> dict[str, float]:

@@ -26,6 +26,10 @@ ALLOCATIONS: tuple[str, ...] = ("uniform", "global", "file")
 #: How a budget of crossbars is counted (:attr:`PruneTarget.packing`).
 PACKINGS = ("layer", "network")
 
+#: What the ``global`` allocation keeps whatever the budget (:attr:`PruneTarget.guard`).
+GUARD_LAYER, GUARD_OUTPUTS = "layer", "outputs"
+GUARDS: tuple[str, ...] = (GUARD_LAYER, GUARD_OUTPUTS)
+
 #: Aliases accepted in ``keep_dense``.
 KEEP_FIRST = "first"
 KEEP_LAST = "last"
@@ -58,6 +62,11 @@ class PruneTarget:
             (every layer on crossbars of its own) or ``"network"`` (crossbars shared by
             all layers, :mod:`pimprune.pruning.network_budget`; ``subrow`` with the
             ``global`` allocation only).
+        guard: What the ``global`` allocation keeps before anything else: ``"layer"``
+            (``keep_every_layer``: one unit per layer, or per chain where chains are
+            output groups) or ``"outputs"`` (one unit per output group, so no output is
+            silenced: for ``crossbar``, the best tile of every column block; patterns
+            without output groups refuse it). Layer-wise patterns only.
     """
 
     pattern: str
@@ -70,9 +79,11 @@ class PruneTarget:
     normalize_layers: bool = True
     unit_costs: Mapping[str, float] | None = None
     packing: str = "layer"
+    guard: str = GUARD_LAYER
 
     def __post_init__(self) -> None:
         PATTERNS.get(self.pattern)  # raises UnknownNameError
+        _check_guard(self.guard, self.pattern, self.allocation)
         if self.packing not in PACKINGS:
             raise ConfigError(f"unknown packing {self.packing!r}; choose one of: {', '.join(PACKINGS)}")
         if self.packing == "network" and (self.unit_costs is not None or self.allocation == "file"):
@@ -99,6 +110,17 @@ class PruneTarget:
         self.keep_dense = tuple(self.keep_dense)
         if self.unit_costs is not None:
             self.unit_costs = _check_costs(self.unit_costs, self.allocation)
+
+
+def _check_guard(guard: str, pattern: str, allocation: str) -> None:
+    if guard not in GUARDS:
+        raise ConfigError(f"unknown guard {guard!r}; choose one of: {', '.join(GUARDS)}")
+    if guard == GUARD_OUTPUTS and allocation != "global":
+        raise ConfigError("the outputs guard is a rule of the global allocation: use --allocation global "
+                          "(or --guard layer)")
+    if guard == GUARD_OUTPUTS and not PATTERNS.get(pattern).guards_outputs:
+        able = ", ".join(n for n in PATTERNS.names() if PATTERNS.get(n).guards_outputs)
+        raise ConfigError(f"pattern {pattern!r} has no output groups to guard; --guard outputs takes: {able}")
 
 
 def _check_costs(costs: Mapping[str, float], allocation: str) -> dict[str, float]:

@@ -136,6 +136,9 @@ class PruneConfig:
         distill_temperature: Distillation temperature.
         packing: How the crossbar budget is counted: ``layer`` (the paper's per-layer
             mapping) or ``network`` (crossbars shared across layers; ``subrow`` only).
+        guard: What the global allocation keeps whatever the budget: ``layer`` (a unit
+            per layer) or ``outputs`` (a unit per output group, so no output is silenced;
+            :attr:`pimprune.pruning.target.PruneTarget.guard`).
         objective: What the global allocation's budget counts: ``crossbars``, or the
             hardware model's ``energy`` or ``edp`` per crossbar of each layer
             (:mod:`pimprune.hardware.objective`); the target is then dense / pruned objective.
@@ -166,6 +169,7 @@ class PruneConfig:
     distill: float = 0.9
     distill_temperature: float = 4.0
     packing: str = "layer"
+    guard: str = "layer"
     objective: str = "crossbars"
     hardware: str = "isaac"
     quant: QuantConfig = field(default_factory=QuantConfig)

@@ -156,6 +156,7 @@ class PruneChoice:
             keep_dense=tuple(prune.keep_dense),
             normalize_layers=not get_saliency(saliency).comparable_across_layers,
             packing=prune.packing,
+            guard=prune.guard,
         )
         return cls(resolve_method(prune.method, prune.prune_epochs + prune.retrain_epochs), saliency, target)
 
