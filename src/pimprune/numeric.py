@@ -88,6 +88,15 @@ def check_target_compression(value: object, what: str = "target compression") ->
     return float(value)
 
 
+def quant_scale(peak: torch.Tensor, levels: int) -> torch.Tensor:
+    """Scale of signed integer codes ``-levels .. levels`` for values of magnitude up to ``peak``.
+
+    ``peak / levels``, and 1 where ``peak`` is 0 (an all-zero column keeps code 0). The one rule
+    behind the hardware model's weight codes and quantization-aware retraining's fake quantizer.
+    """
+    return torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+
+
 def budget_of(total: float, target: float) -> int:
     """``floor(total / target)``, forgiving the last bit of rounding (a crossbar budget)."""
     return int(math.floor(total / target * (1 + 1e-12)))

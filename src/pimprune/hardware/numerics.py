@@ -32,7 +32,7 @@ from pimprune.errors import ConfigError
 from pimprune.hardware.adc import adc_bits
 from pimprune.hardware.components import SIGN_SCHEMES, SignScheme, physical_arrays
 from pimprune.hardware.config import merge_fields, read_config_file
-from pimprune.numeric import cdiv, json_ratio
+from pimprune.numeric import cdiv, json_ratio, quant_scale
 from pimprune.registry import Registry
 
 __all__ = [
@@ -336,7 +336,7 @@ def quantize_weights(matrix: torch.Tensor, cfg: NumericsConfig) -> tuple[torch.T
     peak = matrix.abs().amax(1).reshape(g * n)  # per output column
     if cfg.weight_scale == "layer":
         peak = peak.amax().expand(g * n)
-    scale = torch.where(peak > 0, peak / cfg.weight_levels, torch.ones_like(peak))
+    scale = quant_scale(peak, cfg.weight_levels)
     codes = torch.round(matrix / scale.view(g, 1, n)).clamp_(-cfg.weight_levels, cfg.weight_levels)
     return codes, scale.contiguous()
 

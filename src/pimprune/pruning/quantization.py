@@ -31,6 +31,7 @@ from torch.nn.utils import parametrize
 
 from pimprune.errors import ConfigError
 from pimprune.mapping.matrices import extract_layers
+from pimprune.numeric import quant_scale
 
 __all__ = ["QUANT_SCALES", "QuantConfig", "FakeQuantWeight", "InputQuantizer", "attach_quantization", "fake_quant"]
 
@@ -97,7 +98,7 @@ def fake_quant(w: torch.Tensor, bits: int, per_column: bool = True) -> torch.Ten
     """
     levels = 2 ** (bits - 1) - 1
     peak = w.detach().abs().flatten(1).amax(1) if per_column else w.detach().abs().amax().expand(w.shape[0])
-    scale = torch.where(peak > 0, peak / levels, torch.ones_like(peak)).view(-1, *([1] * (w.dim() - 1)))
+    scale = quant_scale(peak, levels).view(-1, *([1] * (w.dim() - 1)))
     return _ste_round(w / scale, -levels, levels) * scale
 
 
