@@ -31,6 +31,7 @@ from pimprune.workflows.headline import (  # noqa: E402
     cells,
     headline_table,
     parse_run_name,
+    run_name,
     with_seeds,
 )
 
@@ -95,11 +96,12 @@ def run_one(args, name: str) -> dict:
     if run.kind == "control":
         fields = dataclasses.replace(run, pattern="subrow", target=1.0).prune_fields(args.epochs, args.crossbar)
     elif run.kind == "capacity":
-        ref = out / (f"{run.recipe}@{run.pattern}@{run.target:g}" + (f"@seed={run.seed}" if run.seed else ""))
+        # the pruned run whose kept weights it matches (with its fields, e.g. packing=network)
+        ref = out / run_name(dataclasses.replace(run, kind="prune"))
         if not (ref / "result.json").exists():
             raise SystemExit(f"error: {name} needs the finished run {ref}")
         target = _unstructured_target(args, _kept_weights(ref))
-        fields = dataclasses.replace(run, pattern="unstructured", target=target).prune_fields(
+        fields = dataclasses.replace(run, pattern="unstructured", target=target, fields=()).prune_fields(
             args.epochs, args.crossbar)
         fields["saliency"] = "magnitude"
     else:

@@ -29,6 +29,7 @@ def _result(val, test, compression, network=None, dense_val=0.95, dense=0.93):
 
 @pytest.mark.parametrize("name", ["kd@subrow@16", "kd@subrow@16@packing=network@seed=2", "control", "control@kd",
                                   "capacity@subrow@16@kd", "capacity@subrow@16@kd@seed=1",
+                                  "capacity@subrow@12@kd@packing=network@seed=2",
                                   "kd@subrow@16@train_noise=0.05@weight_bits=4"])
 def test_run_names_round_trip(name):
     assert run_name(parse_run_name(name, FIELDS)) == name
@@ -48,6 +49,13 @@ def test_quantization_fields_become_a_typed_quant_config():
     assert (config.quant.weight_bits, config.quant.train_noise, config.packing) == (4, 0.05, "network")
     with pytest.raises(ConfigError, match="quant must be"):
         PruneConfig(quant="4")
+
+
+def test_a_capacity_row_keeps_the_fields_of_the_run_it_matches():
+    run = parse_run_name("capacity@subrow@12@kd@packing=network", FIELDS)
+    assert run.family == "capacity@kd@subrow@packing=network"
+    assert run_name(dataclasses.replace(run, kind="prune")) == "kd@subrow@12@packing=network"
+    assert with_seeds([run_name(run)], [1], FIELDS) == ["capacity@subrow@12@kd@packing=network@seed=1"]
 
 
 def test_with_seeds_expands_each_name_and_keeps_explicit_seeds():

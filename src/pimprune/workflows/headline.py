@@ -128,7 +128,7 @@ def run_name(parsed: RunName) -> str:
         base = f"capacity@{parsed.pattern}@{parsed.target:g}@{parsed.recipe}"
     else:
         base = f"{parsed.recipe}@{parsed.pattern}@{parsed.target:g}"
-        base += "".join(f"@{k}={v}" for k, v in parsed.fields)
+    base += "".join(f"@{k}={v}" for k, v in parsed.fields)
     return base + (f"@seed={parsed.seed}" if parsed.seed else "")
 
 
