@@ -78,6 +78,10 @@ CASES = [
     _case("prune-validation-all", [*PRUNE, "--validation", "100000", *OUT], r"validation must be an integer"),
     _case("prune-subrow-channel-uniform", [*PRUNE, "--pattern", "subrow-channel", "--allocation", "uniform", *OUT],
           r"not available for the subrow-channel pattern"),
+    _case("prune-guard-outputs-subcolumn", [*PRUNE, "--pattern", "subcolumn", "--guard", "outputs", *OUT],
+          r"'subcolumn' has no output groups to guard"),
+    _case("prune-guard-outputs-uniform", [*PRUNE, "--pattern", "crossbar", "--guard", "outputs",
+                                          "--allocation", "uniform", *OUT], r"rule of the global allocation"),
     # numbers out of range
     _case("prune-target-below-1", [*PRUNE, "--target-compression", "0.5", *OUT],
           r"target compression must be .*>= 1"),
