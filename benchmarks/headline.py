@@ -10,7 +10,7 @@ recipes, seeds and the selection rules are those of :mod:`pimprune.workflows.hea
 Finished runs are reused (the folder's result.json); a killed run continues from its checkpoint.
 Written to ``--out``: ``headline.md`` / ``headline.json`` (every run, every family x target cell with
 mean and standard deviation over seeds, and each headline row's choice: the highest compression whose
-mean validation loss is within its bound, with its mean test loss).
+mean validation loss is within its bound among the cells with ``--min-seeds`` seeds, with its mean test loss).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", default="", help="comma-separated run names RECIPE@PATTERN@TARGET[@FIELD=VALUE], "
                    "control, capacity@PATTERN@TARGET[@RECIPE]")
     p.add_argument("--seeds", default="", help="comma-separated seeds: every run once per seed (default: --seed)")
+    p.add_argument("--min-seeds", type=int, default=3, help="seeds a cell needs to be chosen for a headline row "
+                   "(default 3; cells with fewer stay in the ladder)")
     p.add_argument("--out", required=True)
     p.add_argument("--publish", default="", help="comma-separated FOLDER=RUN: copy the finished run's model.pt, "
                    "model.json, result.json (and placement.json) to results/headline/FOLDER")
@@ -163,7 +165,7 @@ def table(args) -> dict:
     ref = References.from_results(results)
     runs = [_run_row(n, r, ref) for n, r in results.items()]
     all_cells = cells(results, CONFIG_FIELDS, ref)
-    chosen = headline_table(all_cells)
+    chosen = headline_table(all_cells, args.min_seeds)
     first = next(iter(results.values()))
     summary = {"reference": dataclasses.asdict(ref), "dense_accuracy": first["accuracy_dense"],
                "dense_accuracy_val": first.get("accuracy_dense_val"), "epochs_per_run": args.epochs,

@@ -12,6 +12,7 @@ from pimprune.workflows.headline import (
     References,
     cells,
     claims,
+    headline_table,
     parse_run_name,
     run_name,
     select,
@@ -103,3 +104,21 @@ def test_a_cell_reports_the_mean_compression_of_its_seeds():
     results = {"kd@subrow@8": _result(0.945, 0.925, 8.0), "kd@subrow@8@seed=1": _result(0.943, 0.921, 8.5)}
     (cell,) = cells(results, FIELDS, References.from_results(results))
     assert cell.compression == pytest.approx(8.25) and cell.network_compression is None
+
+
+def test_a_row_chooses_among_cells_with_enough_seeds_only():
+    # 8x has three seeds within the bound, 10x one seed within it: with min_seeds=3 the row takes 8x
+    results = {"kd@row@8": _result(0.945, 0.925, 8.0), "kd@row@8@seed=1": _result(0.944, 0.925, 8.0),
+               "kd@row@8@seed=2": _result(0.946, 0.925, 8.0), "kd@row@10": _result(0.947, 0.925, 10.0)}
+    all_cells = cells(results, FIELDS, References.from_results(results))
+    coarse = {r["row"]: r for r in headline_table(all_cells, min_seeds=3)}["coarse-1pt"]
+    assert coarse["chosen"]["target"] == 8.0 and coarse["chosen"]["seeds"] == 3
+    assert {r["row"]: r for r in headline_table(all_cells)}["coarse-1pt"]["chosen"]["target"] == 10.0
+
+
+def test_crossbar_grain_with_the_output_guard_is_a_coarse_candidate():
+    results = {"kd@crossbar@8@guard=outputs": _result(0.945, 0.925, 8.0),
+               "kd@crossbar@8@guard=outputs@packing=network": _result(0.945, 0.925, 7.0, 8.0)}
+    rows = {r["row"]: r for r in headline_table(cells(results, FIELDS, References.from_results(results)))}
+    assert rows["coarse-1pt"]["chosen"]["family"] == "prune@kd@crossbar@guard=outputs"
+    assert rows["packed-coarse-1pt"]["chosen"]["family"] == "prune@kd@crossbar@guard=outputs@packing=network"

@@ -279,11 +279,14 @@ HEADLINES: tuple[Headline, ...] = (
 )
 
 
-def headline_table(all_cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """Each headline row's choice (on validation) with its test losses over seeds and whether it claims its bound."""
+def headline_table(all_cells: Sequence[Cell], min_seeds: int = 1) -> list[dict[str, Any]]:
+    """Each headline row's choice (on validation) with its test losses over seeds and whether it claims its bound.
+
+    Only cells with at least ``min_seeds`` seeds may be chosen; the others stay in the ladder.
+    """
     rows = []
     for row in HEADLINES:
-        cell = select(all_cells, row)
+        cell = select(all_cells, row, min_seeds)
         rows.append({"row": row.name, "bound": row.bound, "metric": row.metric,
                      "chosen": cell.as_dict() if cell else None, "claims_bound": claims(cell, row) if cell else False})
     return rows
