@@ -93,7 +93,8 @@ class Pattern(ABC):
     #: (``subrow``: a column block; ``row``: a whole matrix), so an empty chain
     #: silences those outputs; budget allocation then keeps each chain's first unit.
     chain_is_output_group: ClassVar[bool] = False
-    #: True when :meth:`output_groups` names the outputs of every unit (``--guard outputs``).
+    #: True when :meth:`output_groups` names the outputs of every unit (``--guard outputs``);
+    #: a pattern that sets it without :attr:`chain_is_output_group` overrides :meth:`output_groups`.
     guards_outputs: ClassVar[bool] = False
 
     def output_groups(self, units: Units, shape: tuple[int, int, int], xbar: Crossbar) -> torch.Tensor | None:
@@ -101,9 +102,9 @@ class Pattern(ABC):
 
         Units of one group write to the same outputs (a column block of one group of
         the matrix), so a group none of whose units is kept silences those outputs.
-        None: the units do not fall into such groups (the guard is not available).
+        None: the pattern offers no output guard (:attr:`guards_outputs`).
         """
-        return units.chain if self.chain_is_output_group else None
+        return units.chain if self.guards_outputs else None
 
     @abstractmethod
     def units(self, matrix: torch.Tensor, xbar: Crossbar, scores: torch.Tensor | None = None) -> Units:

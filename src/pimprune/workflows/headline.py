@@ -265,16 +265,17 @@ def _families(recipe: str, patterns: Sequence[str], extra: str = "") -> tuple[st
 
 COARSE = ("filter", "row", "crossbar")
 SUBROW = ("subrow", "subrow-channel")
-#: Crossbar-grain with the output guard (``--guard outputs``) is a coarse candidate too.
-GUARDED = "prune@kd@crossbar@guard=outputs"
+#: Coarse patterns also tried with the output guard (``--guard outputs``; for ``row`` it is the default guard).
+GUARDED = ("crossbar",)
 
 #: The committed headline rows (results/headline/<name>), each with the families it chooses from.
 HEADLINES: tuple[Headline, ...] = (
     Headline("subrow-0.5pt", _families("kd", SUBROW), 0.5),
     Headline("subrow-1pt", _families("kd", SUBROW), 1.0),
-    Headline("coarse-1pt", (*_families("kd", COARSE), GUARDED), 1.0),
+    Headline("coarse-1pt", (*_families("kd", COARSE), *_families("kd", GUARDED, "@guard=outputs")), 1.0),
     Headline("packed-1pt", _families("kd", SUBROW, "@packing=network"), 1.0, "network_compression"),
-    Headline("packed-coarse-1pt", (*_families("kd", COARSE, "@packing=network"), f"{GUARDED}@packing=network"),
+    Headline("packed-coarse-1pt", (*_families("kd", COARSE, "@packing=network"),
+                                   *_families("kd", GUARDED, "@guard=outputs@packing=network")),
              1.0, "network_compression"),
 )
 
